@@ -1,0 +1,1 @@
+"""polycap's stages: one composite PTransform per module."""
