@@ -1,0 +1,82 @@
+import textwrap
+
+import pytest
+
+from pipeline import config
+from pipeline.config import ScoreBackend
+from pipeline.errors import ConfigError
+
+MINIMAL = {
+    "languages": ["de", "fr"],
+    "inputs": [{"format": "coco", "path": "data/samples/coco/*.json"}],
+    "sample": {"per_language": 10},
+    "keep": {"min_similarity": 0.5},
+}
+
+
+def _with(**changes):
+    raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in MINIMAL.items()}
+    raw.update(changes)
+    return raw
+
+
+def test_minimal_config_gets_defaults():
+    cfg = config.from_dict(_with())
+    assert cfg.propn.max_propn_ratio == 0.8
+    assert cfg.score.backend is ScoreBackend.USE_MULTILINGUAL
+    assert cfg.languages == ("de", "fr")
+
+
+def test_every_shipped_config_loads():
+    from tests.conftest import ROOT
+
+    shipped = sorted((ROOT / "configs").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        config.load(path)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (_with(sampel={"per_language": 3}), r"^sampel: Extra inputs are not permitted"),
+        (_with(sample={"per_language": 0}), r"^sample.per_language: .*greater than or equal to 1"),
+        (_with(sample={"per_language": "many"}), r"^sample.per_language: .*valid integer"),
+        (_with(keep={"min_similarity": 1.5}), r"^keep.min_similarity: .*less than or equal to 1"),
+        (_with(keep={"min_similarity": -1.01}), r"^keep.min_similarity: .*greater than or equal to -1"),
+        (_with(keep={}), r"^keep: set exactly one of min_similarity and keep_top_fraction"),
+        (_with(languages=["de", "klingon"]), r"^languages: unknown language code 'klingon'"),
+        (_with(languages=[]), r"^languages: "),
+        (_with(source_lang="xx"), r"^source_lang: unknown language code 'xx'"),
+        (_with(inputs=[{"format": "flickr", "path": "x"}]), r"^inputs\[0\].format: "),
+        (_with(inputs=[{"format": "gcc", "path": "x", "limit": 3}]), r"^inputs\[0\].limit: Extra inputs"),
+        (_with(score={"backend": "sentence-transformers"}), r"^score: model is required"),
+        (_with(clean={"max_bytes": 20000}), r"^clean.max_bytes: .*less than or equal to 10000"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        config.from_dict(raw)
+    assert "\n" not in str(raised.value)
+
+
+def test_overrides_are_typed_and_validated_like_the_file():
+    cfg = config.from_dict(_with(), ["sample.per_language=25", "languages=[de, it]", "inputs.0.path=x.json"])
+    assert cfg.sample.per_language == 25
+    assert cfg.languages == ("de", "it")
+    assert cfg.inputs[0].path == "x.json"
+    with pytest.raises(ConfigError, match=r"^sample.per_language: "):
+        config.from_dict(_with(), ["sample.per_language=0"])
+    with pytest.raises(ConfigError, match=r"^sample.seeed: Extra inputs"):
+        config.from_dict(_with(), ["sample.seeed=3"])
+    with pytest.raises(ConfigError, match=r"expected dotted.key=value"):
+        config.from_dict(_with(), ["sample.per_language"])
+
+
+def test_load_reports_bad_yaml_and_missing_file(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(textwrap.dedent("languages: [de\ninputs: 3\n"))
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        config.load(broken)
+    with pytest.raises(ConfigError, match=r"No such file"):
+        config.load(tmp_path / "absent.yaml")

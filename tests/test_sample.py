@@ -1,0 +1,62 @@
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import SampleConfig
+from tests.conftest import caption, local_pipeline
+from transforms.sample import SampleCaptions, sample_rank
+
+
+def _captions(multi30k_val, count=200):
+    return [caption(f"multi30k:val:{n + 1}", text, "multi30k") for n, text in enumerate(multi30k_val["en"][:count])]
+
+
+def _expected(captions, seed, lang, per_language, shared=False):
+    key = "*" if shared else lang
+    ranked = sorted(captions, key=lambda c: sample_rank(seed, c.caption_id, key))
+    return [(lang, c.caption_id) for c in ranked[:per_language]]
+
+
+def test_rank_depends_on_seed_language_and_id_only():
+    assert sample_rank(7, "coco:38", "de") == sample_rank(7, "coco:38", "de")
+    assert sample_rank(7, "coco:38", "de") != sample_rank(8, "coco:38", "de")
+    assert sample_rank(7, "coco:38", "de") != sample_rank(7, "coco:38", "fr")
+
+
+def test_bottom_k_per_language_for_every_input_order_and_worker_count(multi30k_val):
+    captions = _captions(multi30k_val)
+    cfg = SampleConfig(per_language=25, seed=3)
+    expected = _expected(captions, 3, "de", 25) + _expected(captions, 3, "fr", 25)
+    assert expected[:25] != [("de", c) for _, c in expected[25:]]  # languages get their own sample
+    runs = [
+        (captions, ()),
+        (captions[::-1], ()),
+        (captions, ("--direct_running_mode=multi_processing", "--direct_num_workers=2")),
+    ]
+    for order, options in runs:
+        with local_pipeline(*options) as pipeline:
+            pairs = pipeline | beam.Create(order) | SampleCaptions(cfg, ["de", "fr"])
+            assert_that(
+                pairs | beam.Map(lambda p: (p.target_lang, p.caption_id)), equal_to(expected)
+            )
+
+
+def test_shared_sample_gives_every_language_the_same_captions(multi30k_val):
+    captions = _captions(multi30k_val)
+    cfg = SampleConfig(per_language=10, seed=0, shared=True)
+    ids = [c for _, c in _expected(captions, 0, "de", 10, shared=True)]
+    with local_pipeline() as pipeline:
+        pairs = pipeline | beam.Create(captions) | SampleCaptions(cfg, ["de", "fr", "cs"])
+        assert_that(
+            pairs | beam.Map(lambda p: (p.target_lang, p.caption_id)),
+            equal_to([(lang, c) for lang in ("de", "fr", "cs") for c in ids]),
+        )
+
+
+def test_fewer_captions_than_asked_are_all_sampled(multi30k_val):
+    captions = _captions(multi30k_val, count=5)
+    with local_pipeline() as pipeline:
+        pairs = pipeline | beam.Create(captions) | SampleCaptions(SampleConfig(per_language=40), ["de"])
+        assert_that(
+            pairs | beam.Map(lambda p: (p.caption_id, p.source_text, p.translated_text)),
+            equal_to([(c.caption_id, c.text, None) for c in captions]),
+        )

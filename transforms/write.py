@@ -1,0 +1,108 @@
+"""Write the outcome of a run as Parquet shards with a fixed schema, and the run's counts.
+
+Layout under the output root:
+- ``accepted/lang=<code>/part-SSSSS-of-NNNNN.parquet``: ``ACCEPTED_SCHEMA``; every configured
+  language gets its shards, a language with no rows gets 0-row files with the schema;
+- ``rejected/part-*.parquet``: ``REJECTED_SCHEMA`` (accepted columns where known + stage, reason);
+- ``failed/part-*.parquet``: ``FAILED_SCHEMA`` (+ stage, reason, error);
+- ``audit/counts.json``: what the pipeline counted where rows do not reach the files (captions
+  read, captions eligible for sampling, captions sampled per language). The audit checks the
+  Parquet row counts against it.
+
+``lang`` stays out of the file columns (``target_lang`` carries it) so readers that merge hive
+partitions with file columns do not clash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.parquetio import WriteToParquet
+
+ACCEPTED_SCHEMA = pa.schema(
+    [
+        ("caption_id", pa.string()),
+        ("dataset", pa.string()),
+        ("image_id", pa.string()),
+        ("image_url", pa.string()),
+        ("source_lang", pa.string()),
+        ("target_lang", pa.string()),
+        ("source_text", pa.string()),
+        ("translated_text", pa.string()),
+        ("provider", pa.string()),
+        ("similarity", pa.float64()),
+        ("propn_ratio", pa.float64()),
+    ]
+)
+REJECTED_SCHEMA = ACCEPTED_SCHEMA.append(pa.field("stage", pa.string())).append(
+    pa.field("reason", pa.string())
+)
+FAILED_SCHEMA = REJECTED_SCHEMA.append(pa.field("error", pa.string()))
+
+COUNTS_FILE = "audit/counts.json"
+
+
+def _parquet(path_prefix: str, schema: pa.Schema, num_shards: int) -> WriteToParquet:
+    return WriteToParquet(
+        path_prefix,
+        schema,
+        codec="zstd",
+        file_name_suffix=".parquet",
+        num_shards=num_shards,
+    )
+
+
+def _rows(records, label: str, schema: pa.Schema):
+    names = schema.names
+    return records | label >> beam.Map(lambda record: {name: getattr(record, name) for name in names})
+
+
+class WriteOutputs(beam.PTransform):
+    """(accepted Pairs, Rejected rows, Failed rows) -> Parquet shards under ``root``."""
+
+    def __init__(self, root: str, languages: Sequence[str], num_shards: int):
+        super().__init__()
+        self._root = root.rstrip("/")
+        self._languages = tuple(languages)
+        self._num_shards = num_shards
+
+    def expand(self, outcome):
+        accepted, rejected, failed = outcome
+        index = {lang: position for position, lang in enumerate(self._languages)}
+        by_language = accepted | "ByLanguage" >> beam.Partition(
+            lambda pair, _: index[pair.target_lang], len(self._languages)
+        )
+        for lang, pairs in zip(self._languages, by_language):
+            (
+                _rows(pairs, f"AcceptedRows[{lang}]", ACCEPTED_SCHEMA)
+                | f"WriteAccepted[{lang}]"
+                >> _parquet(f"{self._root}/accepted/lang={lang}/part", ACCEPTED_SCHEMA, self._num_shards)
+            )
+        (
+            _rows(rejected, "RejectedRows", REJECTED_SCHEMA)
+            | "WriteRejected" >> _parquet(f"{self._root}/rejected/part", REJECTED_SCHEMA, self._num_shards)
+        )
+        (
+            _rows(failed, "FailedRows", FAILED_SCHEMA)
+            | "WriteFailed" >> _parquet(f"{self._root}/failed/part", FAILED_SCHEMA, self._num_shards)
+        )
+        return accepted.pipeline
+
+
+class WriteCounts(beam.PTransform):
+    """PCollection[(name, count)] -> ``audit/counts.json``, one JSON object."""
+
+    def __init__(self, root: str):
+        super().__init__()
+        self._path = f"{root.rstrip('/')}/{COUNTS_FILE}"
+
+    def expand(self, named_counts):
+        return (
+            named_counts
+            | "ToDict" >> beam.combiners.ToDict()
+            | "ToJson" >> beam.Map(lambda counts: json.dumps(counts, sort_keys=True))
+            | "WriteJson" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
+        )
