@@ -1,0 +1,126 @@
+"""The whole pipeline on the bundled samples, checked from the Parquet files themselves."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline import cli
+from tests.conftest import ROOT, SAMPLES
+
+DEMO = str(ROOT / "configs" / "demo.yaml")
+PER_LANGUAGE = 150
+
+
+def _rows(path):
+    return ds.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def _input_records():
+    """Captions in the demo's input files, counted without polycap's readers."""
+    gcc = sum(1 for path in SAMPLES.glob("gcc/*.tsv") for _ in path.open(encoding="utf-8"))
+    coco = sum(len(json.loads(p.read_text())["annotations"]) for p in SAMPLES.glob("coco/*.json"))
+    vizwiz = sum(len(json.loads(p.read_text())["annotations"]) for p in SAMPLES.glob("vizwiz/*.json"))
+    multi30k = sum(
+        1
+        for split in ("val", "test_2017_mscoco")
+        for _ in (SAMPLES / "parallel" / "multi30k" / f"{split}.en").open(encoding="utf-8")
+    )
+    return gcc + coco + vizwiz + multi30k
+
+
+def _run(output, *extra):
+    return cli.run(
+        ["--config", DEMO, "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}", *extra]
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("demo")
+    return output, _run(output)
+
+
+def test_every_caption_read_is_accounted_for_in_the_files(demo_run):
+    output, audit = demo_run
+    accepted = _rows(output / "accepted")
+    rejected = _rows(output / "rejected")
+    failed = _rows(output / "failed")
+
+    early = [r for r in rejected + failed if r["target_lang"] is None]
+    eligible = audit["input"]["eligible"]
+    assert audit["input"]["read"] == _input_records()
+    assert len(early) + eligible == _input_records()
+    assert {r["stage"] for r in early} <= {"read", "clean", "deduplicate", "propn"}
+    assert {r["reason"] for r in rejected if r["stage"] == "read"} == {"precanned", "rejected_by_annotators"}
+
+    for lang in ("de", "fr"):
+        rows = [r for r in accepted + rejected + failed if r["target_lang"] == lang]
+        ids = [r["caption_id"] for r in rows]
+        assert len(ids) == len(set(ids)) == min(PER_LANGUAGE, eligible)
+        numbers = audit["languages"][lang]
+        assert numbers["sampled"] == len(rows)
+        assert numbers["accepted"] == sum(r["target_lang"] == lang for r in accepted) > 0
+        assert numbers["rejected"] + numbers["failed"] + numbers["accepted"] == len(rows)
+        assert all(r["similarity"] >= 0.5 for r in accepted if r["target_lang"] == lang)
+    assert audit["ok"], audit["checks"]
+
+
+def test_accepted_rows_are_real_human_translations(demo_run):
+    output, _ = demo_run
+    accepted = _rows(output / "accepted")
+    assert {r["provider"] for r in accepted} == {"memory"}
+    assert {r["lang"] for r in accepted} == {"de", "fr"}
+    assert all(r["lang"] == r["target_lang"] for r in accepted)
+    memory = {}
+    for lang in ("de", "fr"):
+        for split in ("val", "test_2017_mscoco"):
+            english = (SAMPLES / "parallel" / "multi30k" / f"{split}.en").read_text(encoding="utf-8").splitlines()
+            foreign = (SAMPLES / "parallel" / "multi30k" / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+            memory.update({(lang, e.strip()): f for e, f in zip(english, foreign)})
+    found = [memory.get((r["target_lang"], r["source_text"])) for r in accepted]
+    assert sum(f == r["translated_text"] for f, r in zip(found, accepted)) >= 0.9 * len(accepted)
+
+
+def test_audit_files_match_the_returned_audit(demo_run):
+    output, audit = demo_run
+    assert json.loads((output / "audit" / "audit.json").read_text()) == json.loads(json.dumps(audit))
+    page = (output / "audit" / "audit.html").read_text()
+    assert str(audit["input"]["read"]) in page and "Per target language" in page
+
+
+def test_two_worker_processes_accept_the_same_set(demo_run, tmp_path):
+    output, _ = demo_run
+    _run(tmp_path, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    key = lambda rows: sorted((r["target_lang"], r["caption_id"], r["translated_text"]) for r in rows)
+    assert key(_rows(tmp_path / "accepted")) == key(_rows(output / "accepted"))
+
+
+def test_audit_command_recomputes_the_same_numbers(demo_run):
+    output, audit = demo_run
+    (output / "audit" / "audit.json").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "audit", str(output)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((output / "audit" / "audit.json").read_text())["input"] == audit["input"]
+
+
+def _polycap(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+
+
+def test_missing_input_is_one_line_naming_the_key(tmp_path):
+    done = _polycap("run", "--config", DEMO, "--output", str(tmp_path), "--set", "inputs.0.path=nowhere/*.tsv")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "polycap: inputs[0].path: no file matches 'nowhere/*.tsv'"
+    assert not (tmp_path / "accepted").exists()
+
+
+def test_language_the_scorer_does_not_cover_is_refused_before_running(tmp_path):
+    done = _polycap("run", "--config", DEMO, "--output", str(tmp_path), "--set", "languages=[de, cs]")
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("polycap: score") and "cs" in last

@@ -1,0 +1,231 @@
+"""Read source captions from GCC, COCO, VizWiz and Multi30k files on any Beam filesystem.
+
+Every reader streams its file (compressed ones too): TSV and text files line by line, JSON
+files with ``ijson`` (one pass over ``images`` for the image URLs, stopping where that array
+ends, then one over ``annotations``). Text is passed on exactly as read; judging it is the clean
+stage's work.
+
+Caption ids (stable across runs):
+- gcc: ``gcc:<file name without extension>:<1-based line>``
+- coco, vizwiz: ``coco:<annotation id>``, ``vizwiz:<annotation id>``; an annotation without
+  an id gets ``<format>:<file name without extension>:<1-based position in annotations>``
+- multi30k: ``multi30k:<split>:<1-based line>``, the image from ``image_splits_<split>.txt``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import json
+import os
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import apache_beam as beam
+import ijson
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.config import InputConfig, InputFormat
+from transforms.outputs import FAILED, REJECTED, StageOutput
+from transforms.records import Caption, Failed, Rejected, Stage, reject
+
+KEPT = "kept"
+NAMESPACE = "read"
+_NOTHING_KNOWN = Failed(*[None] * len(Failed._fields))
+_IMAGE_URL_KEYS = {
+    InputFormat.COCO: ("coco_url", "flickr_url"),
+    InputFormat.VIZWIZ: ("vizwiz_url",),
+}
+
+
+class Reason(str, enum.Enum):
+    """Why the read stage rejected (or failed) a row."""
+
+    MALFORMED = "malformed"  # a TSV line without exactly one tab; a line not UTF-8; a JSON
+    # annotation without an id or whose caption is not a string
+    PRECANNED = "precanned"  # VizWiz: its authors advise skipping these
+    REJECTED_BY_ANNOTATORS = "rejected_by_annotators"  # VizWiz ``is_rejected``
+    UNREADABLE_FILE = "unreadable_file"  # a JSON file that does not parse (a Failed row)
+
+
+Row = Union[Caption, Rejected]
+
+
+def _stem(path: str) -> str:
+    """``gs://b/dir/val.en`` (or ``val.en.gz``) -> ``val``."""
+    name = FileSystems.split(path)[1]
+    if CompressionTypes.detect_compression_type(name) != CompressionTypes.UNCOMPRESSED:
+        name = os.path.splitext(name)[0]
+    return os.path.splitext(name)[0]
+
+
+def _lines(stream) -> Iterator[tuple[str, bool]]:
+    """(line without its line end, whether it was valid UTF-8) for each line of a binary stream;
+    bytes that are not UTF-8 become U+FFFD."""
+    for raw in iter(stream.readline, b""):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            yield raw.decode("utf-8"), True
+        except UnicodeDecodeError:
+            yield raw.decode("utf-8", errors="replace"), False
+
+
+def read_gcc(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+    """A GCC TSV (``caption<TAB>url``, no header) -> a Caption per line, or ``malformed`` (not
+    exactly one tab, or not UTF-8: ``source_text`` is then the whole line)."""
+    stem = _stem(file.metadata.path)
+    with file.open() as stream:
+        for number, (line, utf8) in enumerate(_lines(stream), start=1):
+            fields = line.split("\t")
+            ok = utf8 and len(fields) == 2
+            text, url = (fields[0], fields[1]) if ok else (line, None)
+            caption = Caption(f"gcc:{stem}:{number}", "gcc", None, url, source_lang, text)
+            yield caption if ok else reject(caption, Stage.READ, Reason.MALFORMED)
+
+
+def _until_array_ends(events: Iterable[tuple], prefix: str) -> Iterator[tuple]:
+    """ijson events, stopping where the array at ``prefix`` closes (the rest is not parsed)."""
+    for event in events:
+        yield event
+        if event[0] == prefix and event[1] == "end_array":
+            return
+
+
+def _image_urls(file: fileio.ReadableFile, url_keys: Sequence[str]) -> dict[str, Optional[str]]:
+    """First pass over a COCO-style file: ``str(image id) -> URL`` from its ``images``."""
+    urls = {}
+    with file.open() as stream:
+        events = _until_array_ends(ijson.parse(stream, use_float=True), "images")
+        for image in ijson.items(events, "images.item"):
+            if isinstance(image, dict) and image.get("id") is not None:
+                urls[str(image["id"])] = next(filter(None, map(image.get, url_keys)), None)
+    return urls
+
+
+def read_coco_style(fmt: InputFormat, file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+    """A COCO or VizWiz captions JSON -> a Caption per annotation, or a rejected row:
+    ``malformed`` (no id, or a caption that is not a string: ``source_text`` is then the value
+    as JSON), and for VizWiz ``precanned`` before ``rejected_by_annotators``."""
+    urls = _image_urls(file, _IMAGE_URL_KEYS[fmt])
+    stem = _stem(file.metadata.path)
+    with file.open() as stream:
+        for position, ann in enumerate(ijson.items(stream, "annotations.item", use_float=True), 1):
+            ann = ann if isinstance(ann, dict) else {"caption": ann}
+            ann_id, image_id, text = ann.get("id"), ann.get("image_id"), ann.get("caption")
+            image_id = None if image_id is None else str(image_id)
+            caption = Caption(
+                caption_id=f"{fmt.value}:{ann_id}" if ann_id is not None
+                else f"{fmt.value}:{stem}:{position}",
+                dataset=fmt.value,
+                image_id=image_id,
+                image_url=urls.get(image_id),
+                source_lang=source_lang,
+                text=text if isinstance(text, str) else json.dumps(text, default=str),
+            )
+            if ann_id is None or not isinstance(text, str):
+                yield reject(caption, Stage.READ, Reason.MALFORMED)
+            elif ann.get("is_precanned"):
+                yield reject(caption, Stage.READ, Reason.PRECANNED)
+            elif ann.get("is_rejected"):
+                yield reject(caption, Stage.READ, Reason.REJECTED_BY_ANNOTATORS)
+            else:
+                yield caption
+
+
+def read_multi30k(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+    """A Multi30k text file (``<split>.en``) -> a Caption per line (``malformed`` if not UTF-8);
+    line N's image is line N of ``image_splits_<split>.txt`` beside it (its ``#<annotation id>``
+    cut off), else None."""
+    path = file.metadata.path
+    split = _stem(path)
+    splits_path = FileSystems.join(FileSystems.split(path)[0], f"image_splits_{split}.txt")
+    has_images = FileSystems.exists(splits_path)
+    with file.open() as texts, (
+        FileSystems.open(splits_path) if has_images else contextlib.nullcontext()
+    ) as images:
+        pairs = itertools.zip_longest(_lines(texts), _lines(images) if images is not None else ())
+        for number, (line, image) in enumerate(pairs, start=1):
+            if line is None:  # the image list is longer than the text: no more captions
+                return
+            text, utf8 = line
+            image_id = image[0].split("#", 1)[0].strip() if image else None
+            caption = Caption(f"multi30k:{split}:{number}", "multi30k", image_id or None, None,
+                              source_lang, text)
+            yield caption if utf8 else reject(caption, Stage.READ, Reason.MALFORMED)
+
+
+def _one_line(error: Exception) -> str:
+    message = error.args[0] if error.args else str(error)
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", errors="replace")
+    return (str(message).splitlines() or [""])[0].strip()
+
+
+class _ReadFileFn(beam.DoFn):
+    """ReadableFile -> Caption (main), Rejected (``rejected``) and Failed (``failed``) rows,
+    counted in namespace ``read``: ``kept_<dataset>``, ``rejected_<reason>``, ``failed_<reason>``.
+    A JSON file that stops parsing becomes one Failed ``unreadable_file`` row."""
+
+    def __init__(self, fmt: InputFormat, source_lang: str):
+        self._fmt = InputFormat(fmt)
+        self._source_lang = source_lang
+
+    def _rows(self, file: fileio.ReadableFile) -> Iterator[Row]:
+        if self._fmt is InputFormat.GCC:
+            return read_gcc(file, self._source_lang)
+        if self._fmt is InputFormat.MULTI30K:
+            return read_multi30k(file, self._source_lang)
+        return read_coco_style(self._fmt, file, self._source_lang)
+
+    def process(self, file: fileio.ReadableFile):
+        try:
+            for row in self._rows(file):
+                if isinstance(row, Caption):
+                    Metrics.counter(NAMESPACE, f"kept_{row.dataset}").inc()
+                    yield row
+                else:
+                    Metrics.counter(NAMESPACE, f"rejected_{row.reason}").inc()
+                    yield beam.pvalue.TaggedOutput(REJECTED, row)
+        except ijson.JSONError as error:
+            # Rows already emitted from this file stay; the rest of the file is one Failed row.
+            Metrics.counter(NAMESPACE, f"failed_{Reason.UNREADABLE_FILE.value}").inc()
+            path = file.metadata.path
+            yield beam.pvalue.TaggedOutput(FAILED, _NOTHING_KNOWN._replace(
+                caption_id=f"file:{path}", dataset=self._fmt.value, source_lang=self._source_lang,
+                stage=Stage.READ.value, reason=Reason.UNREADABLE_FILE.value,
+                error=f"{path}: not valid JSON: {_one_line(error)}"))
+
+
+class ReadCaptions(beam.PTransform):
+    """PBegin -> StageOutput(kept=Caption, rejected=Rejected, failed=Failed), one reader per
+    input (its ``path`` a glob on any Beam filesystem), kept captions reshuffled."""
+
+    def __init__(self, inputs: Sequence[InputConfig], source_lang: str):
+        super().__init__()
+        self._inputs = tuple(inputs)
+        self._source_lang = source_lang
+
+    def expand(self, pbegin):
+        kept, rejected, failed = [], [], []
+        for index, source in enumerate(self._inputs):
+            label = f"{source.format.value}[{index}]"
+            rows = (
+                pbegin
+                | f"Match {label}" >> fileio.MatchFiles(source.path)
+                | f"Open {label}" >> fileio.ReadMatches()
+                | f"Read {label}" >> beam.ParDo(_ReadFileFn(source.format, self._source_lang))
+                .with_outputs(REJECTED, FAILED, main=KEPT)
+            )
+            kept.append(rows[KEPT])
+            rejected.append(rows[REJECTED])
+            failed.append(rows[FAILED])
+        pipeline = pbegin.pipeline
+        return StageOutput(
+            kept=tuple(kept) | "Flatten kept" >> beam.Flatten(pipeline=pipeline)
+            | "Reshuffle" >> beam.Reshuffle(),
+            rejected=tuple(rejected) | "Flatten rejected" >> beam.Flatten(pipeline=pipeline),
+            failed=tuple(failed) | "Flatten failed" >> beam.Flatten(pipeline=pipeline),
+        )
