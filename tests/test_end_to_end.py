@@ -23,11 +23,7 @@ def _input_records():
     gcc = sum(1 for path in SAMPLES.glob("gcc/*.tsv") for _ in path.open(encoding="utf-8"))
     coco = sum(len(json.loads(p.read_text())["annotations"]) for p in SAMPLES.glob("coco/*.json"))
     vizwiz = sum(len(json.loads(p.read_text())["annotations"]) for p in SAMPLES.glob("vizwiz/*.json"))
-    multi30k = sum(
-        1
-        for split in ("val", "test_2017_mscoco")
-        for _ in (SAMPLES / "parallel" / "multi30k" / f"{split}.en").open(encoding="utf-8")
-    )
+    multi30k = sum(1 for path in SAMPLES.glob("parallel/multi30k/*.en") for _ in path.open(encoding="utf-8"))
     return gcc + coco + vizwiz + multi30k
 
 
@@ -76,9 +72,9 @@ def test_accepted_rows_are_real_human_translations(demo_run):
     assert all(r["lang"] == r["target_lang"] for r in accepted)
     memory = {}
     for lang in ("de", "fr"):
-        for split in ("val", "test_2017_mscoco"):
-            english = (SAMPLES / "parallel" / "multi30k" / f"{split}.en").read_text(encoding="utf-8").splitlines()
-            foreign = (SAMPLES / "parallel" / "multi30k" / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+        for english_path in SAMPLES.glob("parallel/multi30k/*.en"):
+            english = english_path.read_text(encoding="utf-8").splitlines()
+            foreign = english_path.with_suffix(f".{lang}").read_text(encoding="utf-8").splitlines()
             memory.update({(lang, e.strip()): f for e, f in zip(english, foreign)})
     found = [memory.get((r["target_lang"], r["source_text"])) for r in accepted]
     assert sum(f == r["translated_text"] for f, r in zip(found, accepted)) >= 0.9 * len(accepted)
@@ -88,7 +84,8 @@ def test_audit_files_match_the_returned_audit(demo_run):
     output, audit = demo_run
     assert json.loads((output / "audit" / "audit.json").read_text()) == json.loads(json.dumps(audit))
     page = (output / "audit" / "audit.html").read_text()
-    assert str(audit["input"]["read"]) in page and "Per target language" in page
+    read = audit["input"]["read"]
+    assert f"{read:,}" in page or str(read) in page
 
 
 def test_two_worker_processes_accept_the_same_set(demo_run, tmp_path):

@@ -109,22 +109,13 @@ class MemoryEntry(NamedTuple):
 
 
 def _known_columns(record: Union[Caption, Pair]) -> dict:
-    """The output columns a record already knows; the rest stay null."""
-    if isinstance(record, Caption):
-        return dict(
-            caption_id=record.caption_id,
-            dataset=record.dataset,
-            image_id=record.image_id,
-            image_url=record.image_url,
-            source_lang=record.source_lang,
-            target_lang=None,
-            source_text=record.text,
-            propn_ratio=record.propn_ratio,
-            translated_text=None,
-            provider=None,
-            similarity=None,
-        )
-    columns = record._asdict()
+    """The output columns a record already knows; the rest stay null.
+
+    Works by field name, not type: in another worker process RowCoder rebuilds a Caption or a
+    Pair as an equivalent generated row type."""
+    columns = {name: getattr(record, name, None) for name in Pair._fields}
+    if "text" in record._fields:
+        columns["source_text"] = record.text
     return columns
 
 
