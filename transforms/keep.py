@@ -1,0 +1,136 @@
+"""Decide which scored pairs to accept; the score stage has already attached ``similarity``.
+
+PCollection[Pair] (scored) -> StageOutput:
+- ``kept``: the accepted Pairs;
+- ``rejected``: Rejected, stage ``keep``, with the pair's similarity, reason
+  - ``untranslated``: the translation is the source text again (``clean.match_key`` equal:
+    case, spacing and final punctuation ignored) or missing; judged first, whatever the score
+    (a provider that echoes the source would score ~1.0);
+  - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
+    its target language; a pair without a finite similarity is never accepted.
+
+``keep_top_fraction`` f: for each target language with n translated, scored pairs, the best
+ceil(f * n) are accepted, ranked by similarity (highest first), ties broken by ``caption_id``
+(smallest first). Every (similarity, caption_id) of a language is gathered in one combiner
+accumulator (tens of bytes per pair: ~100 MB for a million pairs of one language), which
+yields that language's cutoff; the cutoffs, one per language, reach the decision as a side
+input. The result depends only on the scores and ids, not on input order or worker count;
+it assumes ``caption_id`` is unique within a language (sampling makes one pair per caption).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from fractions import Fraction
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.config import KeepConfig
+from transforms.clean import match_key
+from transforms.outputs import REJECTED, StageOutput
+from transforms.records import Pair, Stage, reject
+
+
+class Reason(str, enum.Enum):
+    UNTRANSLATED = "untranslated"
+    LOW_SIMILARITY = "low_similarity"
+
+
+def is_untranslated(pair: Pair) -> bool:
+    """True when there is no translation or it is the source text under ``match_key``."""
+    if not isinstance(pair.translated_text, str):
+        return True
+    return match_key(pair.translated_text) == match_key(pair.source_text)
+
+
+def is_scored(pair: Pair) -> bool:
+    return pair.similarity is not None and math.isfinite(pair.similarity)
+
+
+def top_count(fraction: float, n: int) -> int:
+    """ceil(fraction * n), exact for decimal fractions (0.3 of 10 is 3, not 4 as in floats)."""
+    return math.ceil(Fraction(str(fraction)) * n)
+
+
+def rank_key(pair: Pair) -> tuple[float, str]:
+    """Sorts the best pair first: highest similarity, then smallest ``caption_id``."""
+    return (-pair.similarity, pair.caption_id)
+
+
+class _Cutoff(beam.CombineFn):
+    """The rank key of the last pair accepted among one language's rank keys."""
+
+    def __init__(self, fraction: float):
+        self._fraction = fraction
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, keys, key):
+        keys.append(key)
+        return keys
+
+    def merge_accumulators(self, accumulators):
+        return [key for keys in accumulators for key in keys]
+
+    def extract_output(self, keys):
+        return sorted(keys)[top_count(self._fraction, len(keys)) - 1]
+
+
+class _DecideFn(beam.DoFn):
+    """Accepts a pair when its rule does: ``min_similarity``, or else ``cutoffs`` (language ->
+    rank key of the last pair accepted) for the top fraction."""
+
+    def __init__(self, min_similarity: Optional[float]):
+        self._min = min_similarity
+        self._kept = Metrics.counter(Stage.KEEP.value, "kept")
+        self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in Reason}
+
+    def _reason(self, pair: Pair, cutoffs) -> Optional[Reason]:
+        if is_untranslated(pair):
+            return Reason.UNTRANSLATED
+        if not is_scored(pair):
+            return Reason.LOW_SIMILARITY
+        if self._min is not None:
+            accepted = pair.similarity >= self._min
+        else:
+            accepted = rank_key(pair) <= cutoffs[pair.target_lang]
+        return None if accepted else Reason.LOW_SIMILARITY
+
+    def process(self, pair: Pair, cutoffs=None):
+        reason = self._reason(pair, cutoffs)
+        if reason is None:
+            self._kept.inc()
+            yield pair
+        else:
+            self._counters[reason].inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
+
+
+class KeepPairs(beam.PTransform):
+    """PCollection[Pair] (scored) -> StageOutput(kept=accepted Pair, rejected=Rejected
+    ``untranslated`` / ``low_similarity`` with its similarity). See the module docstring."""
+
+    def __init__(self, cfg: KeepConfig):
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, pairs):
+        if self._cfg.keep_top_fraction is None:
+            decided = pairs | "Threshold" >> beam.ParDo(
+                _DecideFn(self._cfg.min_similarity)
+            ).with_outputs(REJECTED, main="kept")
+        else:
+            cutoffs = (
+                pairs
+                | "Rankable" >> beam.Filter(lambda p: is_scored(p) and not is_untranslated(p))
+                | "RankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
+                | "Cutoff" >> beam.CombinePerKey(_Cutoff(self._cfg.keep_top_fraction))
+            )
+            decided = pairs | "TopFraction" >> beam.ParDo(
+                _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
+            ).with_outputs(REJECTED, main="kept")
+        return StageOutput(kept=decided.kept, rejected=decided[REJECTED])
