@@ -2,6 +2,10 @@
 
     polycap run --config FILE [--output URI] [--set dotted.key=value ...] [Beam options ...]
     polycap audit OUTPUT
+    polycap audit REPORT_DIR --pairs FILE_OR_GLOB --lang de [--source-col C --target-col C]
+                  [--scorer BACKEND[/MODEL]] [--min-similarity X]
+    polycap calibrate --references PARALLEL --lang de [--lang fr] [--scorer BACKEND[/MODEL]]
+                      [--precision P] [--output DIR]
 
 Everything ``run`` does not know goes to Beam's ``PipelineOptions``. Without ``--runner`` the
 pipeline runs on Beam's in-process ``FnApiRunner``.
@@ -10,17 +14,21 @@ pipeline runs on Beam's in-process ``FnApiRunner``.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
 import sys
 import time
+import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import audit, config, graph
+from pipeline import audit, calibrate, config, graph, pairs, runfacts
 from pipeline.errors import ConfigError, PolycapError
+from transforms.write import DRY_RUN_FILE
 
 log = logging.getLogger("polycap")
 
@@ -38,9 +46,74 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
-    audit_command = commands.add_parser("audit", help="(re)compute the audit of an output")
-    audit_command.add_argument("output", help="output root URI of a finished run")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run up to translation and report what the run would translate and pay; "
+        "no provider is called, no output is written but OUTPUT/dry_run/",
+    )
+    audit_command = commands.add_parser(
+        "audit", help="(re)compute the audit of an output, or audit a parallel set (--pairs)"
+    )
+    audit_command.add_argument(
+        "output", help="output root URI of a finished run; with --pairs, where audit/ is written"
+    )
+    scored = audit_command.add_argument_group(
+        "auditing a parallel set that polycap did not produce"
+    )
+    scored.add_argument(
+        "--pairs",
+        metavar="FILE_OR_GLOB",
+        help="aligned text files X.<source-lang> (beside X.<lang>), or Parquet/CSV/JSONL",
+    )
+    scored.add_argument("--source-col", help="column of the source captions (tables)")
+    scored.add_argument("--target-col", help="column of the translations (tables)")
+    scored.add_argument(
+        "--dataset-col", help="column naming each row's dataset (default: the file name)"
+    )
+    scored.add_argument("--lang", help="language of the translations")
+    scored.add_argument(
+        "--min-similarity", type=float, help="threshold to count accepted / rejected"
+    )
+    _scorer_options(scored)
+
+    calibrate_command = commands.add_parser(
+        "calibrate", help="pick keep.min_similarity from human reference translations"
+    )
+    calibrate_command.add_argument(
+        "--references",
+        required=True,
+        metavar="PARALLEL",
+        help="aligned text files X.<source-lang> (beside X.<lang>), or Parquet/CSV/JSONL",
+    )
+    calibrate_command.add_argument("--lang", action="append", required=True, help="repeatable")
+    calibrate_command.add_argument("--source-col", help="column of the source captions (tables)")
+    calibrate_command.add_argument("--target-col", help="column of the translations (tables)")
+    calibrate_command.add_argument(
+        "--precision",
+        type=float,
+        help="lowest threshold reaching this precision (default: equal error)",
+    )
+    calibrate_command.add_argument(
+        "--seed", type=int, default=0, help="seed of the mismatched pairs"
+    )
+    calibrate_command.add_argument(
+        "--output", default="calibration", help="directory for the results"
+    )
+    _scorer_options(calibrate_command)
     return parser
+
+
+def _scorer_options(group) -> None:
+    group.add_argument("--source-lang", default="en", help="language of the source captions")
+    group.add_argument(
+        "--scorer", help="use-multilingual (default) or sentence-transformers/<model or local path>"
+    )
+    group.add_argument(
+        "--allow-uncovered",
+        action="store_true",
+        help="score a language the scorer does not cover anyway (flagged in every output)",
+    )
 
 
 def _clear_run_outputs(root: str) -> None:
@@ -50,30 +123,118 @@ def _clear_run_outputs(root: str) -> None:
             FileSystems.delete([path])
 
 
-def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
-    """Run the pipeline described by ``argv`` (``run`` command options) and return its audit.
-
-    ``pipeline`` lets tests hand in a ``TestPipeline``; its options then apply."""
+def _prepare(argv: Sequence[str]):
+    """Parse ``run`` options, load and check the config: (args, cfg, output root, Beam options)."""
     args, beam_args = _parser().parse_known_args(["run", *argv])
     cfg = config.load(args.config, args.set)
     output = (args.output or cfg.output.path or "").rstrip("/")
     if not output:
         raise ConfigError("output.path: required (in the config or as --output)")
-
     options = PipelineOptions(beam_args)
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     FileSystems.set_options(options)
     graph.check_before_running(cfg)
+    return args, cfg, output, options
+
+
+def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
+    """Run the pipeline described by ``argv`` (``run`` command options) and return its audit.
+
+    ``pipeline`` lets tests hand in a ``TestPipeline``; its options then apply."""
+    args, cfg, output, options = _prepare(argv)
+    if args.dry_run:
+        raise ConfigError("--dry-run: use pipeline.cli.dry_run()")
     _clear_run_outputs(output)
 
-    started = time.monotonic()
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     pipeline = pipeline or beam.Pipeline(options=options)
-    graph.build(pipeline, cfg, output)
+    graph.build(pipeline, cfg, output, run_id=uuid.uuid4().hex)
     log.info("running on %s, writing %s", options.view_as(StandardOptions).runner, output)
-    pipeline.run().wait_until_finish()
-    log.info("pipeline finished in %.1f s", time.monotonic() - started)
+    result = pipeline.run()
+    result.wait_until_finish()
+    wall_seconds = time.monotonic() - clock
+    log.info("pipeline finished in %.1f s", wall_seconds)
+    runfacts.write(output, runfacts.collect(cfg, options, started, wall_seconds, result))
     return audit.write(output)
+
+
+def dry_run(argv: Sequence[str]) -> dict:
+    """``polycap run --dry-run``: per language, the distinct texts to translate, where they
+    are found (memory, store) and the characters and cost the provider would bill."""
+    args, cfg, output, options = _prepare(argv)
+    pipeline = beam.Pipeline(options=options)
+    graph.build(pipeline, cfg, output, run_id="dry-run", dry_run=True)
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(f"{output}/{DRY_RUN_FILE}") as stream:
+        counted = json.loads(stream.read().decode("utf-8"))
+    price = counted["price_per_million_chars"]
+    languages = {}
+    for lang in cfg.languages:
+        found = counted["translation"].get(lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0})
+        languages[lang] = {
+            "sampled": counted["sampled"].get(lang, 0),
+            "distinct_texts": found["memory"] + found["store"] + found["miss"],
+            "memory_hits": found["memory"],
+            "store_hits": found["store"],
+            "to_translate": found["miss"],
+            "characters_to_bill": found["miss_characters"] if counted["provider"] != "none" else 0,
+        }
+        languages[lang]["estimated_cost"] = round(languages[lang]["characters_to_bill"] * price / 1e6, 4)
+    return {"provider": counted["provider"], "price_per_million_chars": price, "languages": languages}
+
+
+def _estimate_summary(estimate: dict) -> str:
+    lines = [f"dry run: provider {estimate['provider']}, {estimate['price_per_million_chars']} per million characters"]
+    for lang, numbers in estimate["languages"].items():
+        lines.append(
+            f"{lang}: {numbers['distinct_texts']} distinct texts, memory {numbers['memory_hits']}, "
+            f"store {numbers['store_hits']}, to translate {numbers['to_translate']} "
+            f"({numbers['characters_to_bill']} characters, ~{numbers['estimated_cost']:.2f})"
+        )
+    return "\n".join(lines)
+
+
+def _audit(args) -> dict:
+    """``polycap audit``: of a finished output, or (``--pairs``) of a parallel set."""
+    output = args.output.rstrip("/")
+    if not args.pairs:
+        pairs_only = ("source_col", "target_col", "dataset_col", "lang", "min_similarity", "scorer")
+        given = [name for name in pairs_only if getattr(args, name) is not None]
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')}: only with --pairs")
+        return audit.write(output)
+    if not args.lang:
+        raise ConfigError("--lang: required with --pairs")
+    if args.min_similarity is not None and not -1.0 <= args.min_similarity <= 1.0:
+        raise ConfigError(f"--min-similarity {args.min_similarity}: expected a number in [-1, 1]")
+    return pairs.audit_pairs(
+        output,
+        args.pairs,
+        args.lang,
+        source_lang=args.source_lang,
+        source_col=args.source_col,
+        target_col=args.target_col,
+        dataset_col=args.dataset_col,
+        scorer=args.scorer,
+        min_similarity=args.min_similarity,
+        allow_uncovered=args.allow_uncovered,
+    )
+
+
+def _calibrate(args) -> str:
+    result = calibrate.calibrate(
+        args.references,
+        args.lang,
+        source_lang=args.source_lang,
+        scorer=args.scorer,
+        precision=args.precision,
+        seed=args.seed,
+        source_col=args.source_col,
+        target_col=args.target_col,
+        allow_uncovered=args.allow_uncovered,
+    )
+    return calibrate.summary(result, calibrate.write(args.output, result))
 
 
 def _summary(report: dict) -> str:
@@ -96,10 +257,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command_args, _ = _parser().parse_known_args(argv)
     try:
+        if command_args.command == "run" and command_args.dry_run:
+            print(_estimate_summary(dry_run(argv[1:])))
+            return 0
         if command_args.command == "run":
             report = run(argv[1:])
+        elif command_args.command == "calibrate":
+            print(_calibrate(_parser().parse_args(argv)))
+            return 0
         else:
-            report = audit.write(command_args.output.rstrip("/"))
+            report = _audit(_parser().parse_args(argv))
     except PolycapError as error:
         print(f"polycap: {error}", file=sys.stderr)
         return 2

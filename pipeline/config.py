@@ -77,11 +77,58 @@ class MemoryConfig(_Section):
 
 class OnlineProvider(str, enum.Enum):
     NONE = "none"
+    AWS = "aws"
+    GOOGLE = "google"
+
+
+class RetryMode(str, enum.Enum):
+    # botocore's default "legacy" mode does not retry TooManyRequestsException.
+    STANDARD = "standard"
+    ADAPTIVE = "adaptive"
+
+
+class AwsConfig(_Section):
+    """AWS Translate through boto3. Credentials come only from boto3's default chain."""
+
+    region: str = "us-east-1"
+    endpoint_url: Optional[str] = None
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    retry_mode: RetryMode = RetryMode.STANDARD
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    requests_per_second: Optional[float] = Field(default=None, gt=0)
+    characters_per_second: Optional[float] = Field(default=None, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class GoogleConfig(_Section):
+    """Google Translate through googletrans (asynchronous, over httpx)."""
+
+    service_urls: tuple[str, ...] = Field(default=("translate.googleapis.com",), min_length=1)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_seconds: float = Field(default=1.0, ge=0)
+
+
+# Public list prices per million characters; override with translation.price_per_million_chars.
+LIST_PRICES = {OnlineProvider.AWS: 15.0, OnlineProvider.GOOGLE: 20.0, OnlineProvider.NONE: 0.0}
 
 
 class TranslationConfig(_Section):
     memory: tuple[MemoryConfig, ...] = ()
     provider: OnlineProvider = OnlineProvider.NONE
+    # URI of the persistent translation store; None means OUTPUT/translations.
+    store: Optional[str] = None
+    price_per_million_chars: Optional[float] = Field(default=None, ge=0)
+    # Distinct texts per provider call batch (and per store file).
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    aws: AwsConfig = AwsConfig()
+    google: GoogleConfig = GoogleConfig()
+
+    @property
+    def price(self) -> float:
+        if self.price_per_million_chars is not None:
+            return self.price_per_million_chars
+        return LIST_PRICES[self.provider]
 
 
 class ScoreBackend(str, enum.Enum):
@@ -95,6 +142,9 @@ class ScoreConfig(_Section):
     model: Optional[str] = None
     batch_size: int = Field(default=128, ge=1)
     device: str = "auto"
+    # Encode each batch's texts longest first, batch_size at a time, so that texts padded
+    # together have similar lengths (transformer encoders, GPUs); false: in arrival order.
+    sort_by_length: bool = True
 
     @model_validator(mode="after")
     def _model_named_for_sentence_transformers(self) -> "ScoreConfig":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config import Config
+from pipeline.config import Config, OnlineProvider
 from pipeline.errors import ConfigError
 from transforms import propn, score
 from transforms.clean import CleanCaptions
@@ -20,7 +20,8 @@ from transforms.records import Failed, Rejected
 from transforms.sample import SampleCaptions
 from transforms.score import ScorePairs
 from transforms.translate import TranslateCaptions
-from transforms.write import WriteCounts, WriteOutputs
+from transforms import store
+from transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
 
 
 def check_before_running(cfg: Config) -> None:
@@ -35,6 +36,18 @@ def check_before_running(cfg: Config) -> None:
             raise ConfigError(f"inputs[{index}].path: no file matches {source.path!r}")
     propn.check_model(cfg.propn)
     score.check_languages(cfg.score, cfg.source_lang, cfg.languages)
+    if cfg.translation.provider is OnlineProvider.AWS:
+        _check_aws_credentials()
+
+
+def _check_aws_credentials() -> None:
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        raise ConfigError(
+            "translation.provider: aws needs credentials from boto3's default chain "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, or an instance role); none found"
+        )
 
 
 def _flatten(label: str, pcollections, pipeline, element_type):
@@ -48,8 +61,40 @@ def _count(label: str, name: str, pcollection):
     )
 
 
-def build(pipeline: beam.Pipeline, cfg: Config, output: str) -> None:
-    """Add every stage of the run described by ``cfg`` to ``pipeline``, writing under ``output``."""
+def _sum_pairs(pairs):
+    return tuple(map(sum, zip(*pairs))) or (0, 0)
+
+
+def _lookup_counts(lookups):
+    """PCollection[Lookup] -> ("translation", {lang: {memory, store, miss, miss_characters}})."""
+
+    def table(totals):
+        by_language = {}
+        for (lang, found), (count, characters) in sorted(totals):
+            numbers = by_language.setdefault(
+                lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0}
+            )
+            numbers[found] = count
+            if found == "miss":
+                numbers["miss_characters"] = characters
+        return "translation", by_language
+
+    return (
+        lookups
+        | "LookupKey" >> beam.Map(lambda lookup: ((lookup.target_lang, lookup.found), (1, lookup.characters)))
+        | "SumLookups" >> beam.CombinePerKey(_sum_pairs)
+        | "LookupTotals" >> beam.combiners.ToList()
+        | "LookupTable" >> beam.Map(table)
+    )
+
+
+def build(
+    pipeline: beam.Pipeline, cfg: Config, output: str, run_id: str, dry_run: bool = False
+) -> None:
+    """Add every stage of the run described by ``cfg`` to ``pipeline``, writing under ``output``.
+
+    ``dry_run``: run up to the translation lookup only and write ``DRY_RUN_FILE``: what the run
+    would need and pay, per language; no provider is called and no shard is written."""
     read = pipeline | "Read" >> ReadCaptions(cfg.inputs, cfg.source_lang)
     cleaned = read.kept | "Clean" >> CleanCaptions(cfg.clean)
     unique = cleaned.kept | "Deduplicate" >> DropDuplicateCaptions()
@@ -58,15 +103,9 @@ def build(pipeline: beam.Pipeline, cfg: Config, output: str) -> None:
     memory = pipeline | "ReadMemory" >> ReadTranslationMemory(
         cfg.translation.memory, cfg.source_lang, cfg.languages
     )
-    translated = pairs | "Translate" >> TranslateCaptions(cfg.translation, memory)
-    scored = translated.kept | "Score" >> ScorePairs(cfg.score)
-    kept = scored.kept | "Keep" >> KeepPairs(cfg.keep)
-
-    stages = (read, cleaned, unique, tagged, translated, scored, kept)
-    rejected = _flatten("AllRejected", [stage.rejected for stage in stages], pipeline, Rejected)
-    failed = _flatten("AllFailed", [stage.failed for stage in stages], pipeline, Failed)
-    (kept.kept, rejected, failed) | "Write" >> WriteOutputs(
-        output, cfg.languages, cfg.output.num_shards
+    store_root = store.store_root(cfg.translation.store, output)
+    translated = pairs | "Translate" >> TranslateCaptions(
+        cfg.translation, memory, store_root, run_id, dry_run=dry_run
     )
 
     read_rows = (read.kept, read.rejected, read.failed) | "AllRead" >> beam.Flatten()
@@ -77,14 +116,32 @@ def build(pipeline: beam.Pipeline, cfg: Config, output: str) -> None:
         | "SampledToDict" >> beam.combiners.ToDict()
         | "SampledNamed" >> beam.Map(lambda counts: ("sampled", counts))
     )
-    languages = pipeline | "Languages" >> beam.Create([("languages", list(cfg.languages))])
-    (
-        (
-            _count("CountRead", "read", read_rows),
-            _count("CountEligible", "eligible", tagged.kept),
-            sampled,
-            languages,
-        )
-        | "AllCounts" >> beam.Flatten()
-        | "WriteCounts" >> WriteCounts(output)
+    facts = pipeline | "RunFacts" >> beam.Create(
+        [
+            ("languages", list(cfg.languages)),
+            ("run_id", run_id),
+            ("store", store_root),
+            ("provider", cfg.translation.provider.value),
+            ("price_per_million_chars", cfg.translation.price),
+        ]
     )
+    counts = (
+        _count("CountRead", "read", read_rows),
+        _count("CountEligible", "eligible", tagged.kept),
+        sampled,
+        _lookup_counts(translated.lookups),
+        facts,
+    ) | "AllCounts" >> beam.Flatten()
+    if dry_run:
+        counts | "WriteEstimate" >> WriteCounts(output, DRY_RUN_FILE)
+        return
+
+    scored = translated.kept | "Score" >> ScorePairs(cfg.score)
+    kept = scored.kept | "Keep" >> KeepPairs(cfg.keep)
+    stages = (read, cleaned, unique, tagged, translated, scored, kept)
+    rejected = _flatten("AllRejected", [stage.rejected for stage in stages], pipeline, Rejected)
+    failed = _flatten("AllFailed", [stage.failed for stage in stages], pipeline, Failed)
+    (kept.kept, rejected, failed) | "Write" >> WriteOutputs(
+        output, cfg.languages, cfg.output.num_shards
+    )
+    counts | "WriteCounts" >> WriteCounts(output, COUNTS_FILE)

@@ -43,6 +43,7 @@ REJECTED_SCHEMA = ACCEPTED_SCHEMA.append(pa.field("stage", pa.string())).append(
 FAILED_SCHEMA = REJECTED_SCHEMA.append(pa.field("error", pa.string()))
 
 COUNTS_FILE = "audit/counts.json"
+DRY_RUN_FILE = "dry_run/estimate.json"
 
 
 def _parquet(path_prefix: str, schema: pa.Schema, num_shards: int) -> WriteToParquet:
@@ -93,11 +94,11 @@ class WriteOutputs(beam.PTransform):
 
 
 class WriteCounts(beam.PTransform):
-    """PCollection[(name, count)] -> ``audit/counts.json``, one JSON object."""
+    """PCollection[(name, value)] -> one JSON object at ``root/relative_path``."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, relative_path: str):
         super().__init__()
-        self._path = f"{root.rstrip('/')}/{COUNTS_FILE}"
+        self._path = f"{root.rstrip('/')}/{relative_path}"
 
     def expand(self, named_counts):
         return (

@@ -1,0 +1,154 @@
+"""The AWS provider and the translation store, with the real boto3 client against a local
+server that speaks AWS Translate's protocol."""
+
+import json
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import AwsConfig
+from tests.conftest import MULTI30K, ROOT, SAMPLES
+from tests.fake_translate import FakeTranslate
+from transforms.providers.aws import AwsTranslate
+from transforms.providers.base import ErrorKind, Request
+from transforms.store import read_store_rows
+
+DEMO = str(ROOT / "configs" / "demo.yaml")
+INPUTS = json.dumps(
+    [
+        {"format": "multi30k", "path": str(MULTI30K / "val.en")},
+        {"format": "gcc", "path": str(SAMPLES / "gcc" / "*.tsv")},
+    ]
+)
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch):
+    # Fake credentials for boto3's default chain; the fake server never checks them.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEFORTESTS")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-for-tests-0123456789")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def translations(multi30k_val):
+    return {
+        (lang, english.strip()): foreign
+        for lang in ("de", "fr")
+        for english, foreign in zip(multi30k_val["en"], multi30k_val[lang])
+    }
+
+
+def _aws(fake, **settings):
+    return AwsConfig(endpoint_url=fake.endpoint_url, max_concurrency=4, **settings)
+
+
+def test_throttling_is_retried_and_refusals_are_outcomes(translations, multi30k_val):
+    requests = [Request("en", "de", multi30k_val["en"][n].strip()) for n in range(3)]
+    with FakeTranslate(translations) as fake:
+        fake.throttle_first = 3
+        with AwsTranslate(_aws(fake, max_attempts=5)) as provider:
+            outcomes = provider.translate(requests)
+        assert [o.translation for o in outcomes] == [multi30k_val["de"][n] for n in range(3)]
+        assert fake.requests == 6 and fake.billed_characters == sum(len(r.text) for r in requests)
+
+        fake.refuse = {"fr"}
+        with AwsTranslate(_aws(fake)) as provider:
+            (refused,) = provider.translate([Request("en", "fr", "A dog runs.")])
+        assert refused.error_kind is ErrorKind.REFUSED and "UnsupportedLanguagePair" in refused.error
+
+
+def test_exhausted_retries_are_unavailable_not_raised():
+    with FakeTranslate({}) as fake:
+        fake.throttle_first = 1000
+        with AwsTranslate(_aws(fake, max_attempts=2)) as provider:
+            (outcome,) = provider.translate([Request("en", "de", "A dog runs on the beach.")])
+    assert outcome.translation is None and outcome.error_kind is ErrorKind.UNAVAILABLE
+    assert fake.requests == 2
+
+
+def _run(output, fake, *extra):
+    return cli.run(
+        [
+            "--config", DEMO, "--output", str(output),
+            "--set", f"inputs={INPUTS}",
+            "--set", "translation.memory=[]",
+            "--set", "translation.provider=aws",
+            "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
+            "--set", "translation.aws.max_attempts=6",
+            "--set", "translation.batch_size=16",
+            "--set", "sample.per_language=40",
+            *extra,
+        ]
+    )
+
+
+def _distinct_characters(output):
+    rows = [row for row in read_store_rows(str(output / "translations"), "aws")]
+    return sum(row["characters"] for row in rows), len(rows)
+
+
+def test_each_distinct_text_is_paid_once_under_faults_and_never_again(tmp_path, translations):
+    with FakeTranslate(translations) as fake:
+        fake.throttle_first, fake.fail_every = 5, 7
+        estimate = cli.dry_run(
+            ["--config", DEMO, "--output", str(tmp_path), "--set", f"inputs={INPUTS}",
+             "--set", "translation.memory=[]", "--set", "translation.provider=aws",
+             "--set", "sample.per_language=40"]
+        )
+        assert fake.requests == 0  # a dry run calls nobody
+        audit = _run(tmp_path, fake)
+        billed_first = fake.billed_characters
+        assert audit["ok"], audit["checks"]
+        for lang in ("de", "fr"):
+            numbers = audit["languages"][lang]
+            assert numbers["sampled"] == 40 == numbers["accepted"] + numbers["rejected"] + numbers["failed"]
+            assert numbers["failed"] == 0  # every injected fault was retried
+            assert numbers["accepted"] > 20
+        estimated = sum(lang["characters_to_bill"] for lang in estimate["languages"].values())
+        assert billed_first == estimated == _distinct_characters(tmp_path)[0]
+        assert audit["translation"]["totals"]["characters_billed"] == billed_first
+        assert len(fake.answered) == len(set(fake.answered)) == 80
+
+        again = _run(tmp_path, fake)
+        assert fake.billed_characters == billed_first  # the rerun billed nothing
+        assert again["translation"]["totals"]["characters_billed"] == 0
+        assert again["translation"]["totals"]["store_hits"] == 80
+        assert again["languages"]["de"]["accepted"] == audit["languages"]["de"]["accepted"]
+
+
+def test_a_rerun_pays_only_for_what_the_first_run_did_not_finish(tmp_path, translations):
+    with FakeTranslate(translations) as fake:
+        fake.refuse = {"fr"}  # the first run gets French refused: those rows fail
+        first = _run(tmp_path, fake)
+        assert first["languages"]["fr"]["failed"] == 40
+        assert first["languages"]["fr"]["failed_by_reason"] == {"provider_refused": 40}
+        paid_for_german = fake.billed_characters
+        fake.refuse = set()
+        second = _run(tmp_path, fake)
+        assert second["languages"]["fr"]["failed"] == 0
+        assert {lang for lang, _ in fake.answered} == {"de", "fr"}
+        assert sum(len(text) for lang, text in fake.answered if lang == "de") == paid_for_german
+        assert second["translation"]["languages"]["de"]["characters_billed"] == 0
+        assert second["translation"]["languages"]["fr"]["characters_billed"] == fake.billed_characters - paid_for_german
+        assert len(fake.answered) == len(set(fake.answered)) == 80
+
+
+def test_replayed_bundles_do_not_pay_again(tmp_path, translations):
+    with FakeTranslate(translations) as fake:
+        audit = _run(tmp_path, fake, "--direct_runner_bundle_repeat=1")
+        assert audit["ok"]
+        assert len(fake.answered) == len(set(fake.answered)) == 80
+        assert fake.billed_characters == _distinct_characters(tmp_path)[0]
+
+
+def test_missing_credentials_are_a_clear_error_before_running(tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^translation.provider: aws needs credentials"):
+        _run(tmp_path, FakeTranslate({}))

@@ -1,0 +1,95 @@
+"""The persistent translation store: every translation an online provider made, so that a
+(text, source, target, provider) pair is paid for at most once, across reruns and retries.
+
+Layout: ``STORE/<provider>/batch-<hash>.parquet``, one file per provider batch, named by a hash
+of the batch's lookup keys. A batch's file is written (temporary name, then rename) as soon as
+its translations come back, before they go downstream. So a job killed midway loses at most
+the batches in flight, and a bundle Beam replays finds its batch file and reads it instead of
+calling the provider again. Each run reads every file under the store once, at its start.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import uuid
+from typing import Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadFromParquet
+
+STORE_SCHEMA = pa.schema(
+    [
+        ("provider", pa.string()),
+        ("lookup_key", pa.string()),
+        ("source_lang", pa.string()),
+        ("target_lang", pa.string()),
+        ("source_text", pa.string()),
+        ("translated_text", pa.string()),
+        ("untranslated", pa.bool_()),
+        ("characters", pa.int64()),
+        ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def store_root(configured: str | None, output: str) -> str:
+    return (configured or f"{output.rstrip('/')}/translations").rstrip("/")
+
+
+def store_pattern(root: str, provider: str) -> str:
+    return f"{root}/{provider}/*.parquet"
+
+
+def batch_path(root: str, provider: str, lookup_keys: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(lookup_keys)).encode("utf-8")).hexdigest()[:32]
+    return f"{root}/{provider}/batch-{digest}.parquet"
+
+
+def read_batch(path: str) -> list[dict]:
+    with FileSystems.open(path) as stream:
+        return pq.read_table(io.BytesIO(stream.read())).to_pylist()
+
+
+def write_batch(path: str, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` so that readers never see a partial file."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    table = pa.Table.from_pylist([{**row, "created_at": now} for row in rows], schema=STORE_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temporary) as stream:
+        stream.write(buffer.getvalue())
+    FileSystems.rename([temporary], [path])
+
+
+def read_store_rows(root: str, provider: str) -> list[dict]:
+    """Every row of one provider's store, on the driver (the audit reads a run's billing)."""
+    matches = FileSystems.match([store_pattern(root, provider)])[0].metadata_list
+    return [row for metadata in matches for row in read_batch(metadata.path)]
+
+
+class ReadStore(beam.PTransform):
+    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider."""
+
+    def __init__(self, root: str, provider: str):
+        super().__init__()
+        self._pattern = store_pattern(root, provider)
+
+    def expand(self, pbegin):
+        if not FileSystems.match([self._pattern])[0].metadata_list:
+            return pbegin | "EmptyStore" >> beam.Create([])
+        return (
+            pbegin
+            | "ReadStoreFiles"
+            >> ReadFromParquet(
+                self._pattern, columns=["lookup_key", "translated_text", "untranslated"]
+            )
+            | "KeyStoreRows"
+            >> beam.Map(lambda row: (row["lookup_key"], (row["translated_text"], row["untranslated"])))
+        )
