@@ -2,20 +2,18 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.config import InputConfig
+from tests.conftest import SAMPLES, local_pipeline
 from transforms.read import ReadCaptions
 from transforms.records import Caption, Rejected
 
-SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
 GCC = SAMPLES / "gcc" / "Validation_GCC-1.1.0-Validation.first500.tsv"
 COCO = SAMPLES / "coco" / "captions_val2017.cut.json"
 VIZWIZ = SAMPLES / "vizwiz" / "val.first33images.json"
@@ -30,7 +28,7 @@ def source(fmt, path):
 
 def run_read(inputs, check, source_lang="en"):
     """Apply ReadCaptions, let ``check(out)`` add its assertions, run; -> the read counters."""
-    pipeline = TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    pipeline = local_pipeline()
     check(pipeline | ReadCaptions(inputs, source_lang))
     result = pipeline.run()
     result.wait_until_finish()
