@@ -152,3 +152,17 @@ def test_missing_credentials_are_a_clear_error_before_running(tmp_path, monkeypa
 
     with pytest.raises(ConfigError, match=r"^translation.provider: aws needs credentials"):
         _run(tmp_path, FakeTranslate({}))
+
+
+def test_client_side_rate_limit_spaces_requests(translations, multi30k_val):
+    import time
+
+    requests = [Request("en", "de", multi30k_val["en"][n].strip()) for n in range(9)]
+    with FakeTranslate(translations) as fake:
+        with AwsTranslate(_aws(fake, requests_per_second=20)) as provider:
+            started = time.monotonic()
+            outcomes = provider.translate(requests)
+            elapsed = time.monotonic() - started
+    assert all(o.translation for o in outcomes)
+    # nine requests after the first at 20 per second cannot finish in under 0.4 s
+    assert elapsed >= 0.4
