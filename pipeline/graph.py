@@ -36,6 +36,7 @@ def check_before_running(cfg: Config) -> None:
             raise ConfigError(f"inputs[{index}].path: no file matches {source.path!r}")
     propn.check_model(cfg.propn)
     score.check_languages(cfg.score, cfg.source_lang, cfg.languages)
+    score.check_device(cfg.score)
     if cfg.translation.provider is OnlineProvider.AWS:
         _check_aws_credentials()
 
@@ -136,7 +137,13 @@ def build(
         counts | "WriteEstimate" >> WriteCounts(output, DRY_RUN_FILE)
         return
 
-    scored = translated.kept | "Score" >> ScorePairs(cfg.score)
+    # The provider step emits from at most PROVIDER_BUCKETS groups; spread its output before
+    # the encoder, and keep network-bound calls and CPU/GPU-bound scoring in separate stages.
+    scored = (
+        translated.kept
+        | "SpreadTranslated" >> beam.Reshuffle()
+        | "Score" >> ScorePairs(cfg.score)
+    )
     kept = scored.kept | "Keep" >> KeepPairs(cfg.keep)
     stages = (read, cleaned, unique, tagged, translated, scored, kept)
     rejected = _flatten("AllRejected", [stage.rejected for stage in stages], pipeline, Rejected)

