@@ -263,12 +263,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if command_args.command == "run":
             report = run(argv[1:])
-        # audit and calibrate take Beam's filesystem options too (--s3_endpoint_url, ...).
-        FileSystems.set_options(PipelineOptions(beam_args))
-        if command_args.command == "calibrate":
-            print(_calibrate(command_args))
-            return 0
-        report = _audit(command_args)
+        else:
+            # audit and calibrate take Beam's filesystem options too (--s3_endpoint_url, ...).
+            FileSystems.set_options(PipelineOptions(beam_args))
+            if command_args.command == "calibrate":
+                print(_calibrate(command_args))
+                return 0
+            report = _audit(command_args)
     except PolycapError as error:
         print(f"polycap: {error}", file=sys.stderr)
         return 2

@@ -109,6 +109,17 @@ def _polycap(*args):
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
 
 
+def test_the_command_line_runs_and_says_where_the_report_is(tmp_path):
+    done = _polycap(
+        "run", "--config", DEMO, "--output", str(tmp_path),
+        "--set", f"inputs=[{{format: multi30k, path: {SAMPLES}/parallel/multi30k/val.en}}]",
+        "--set", "sample.per_language=30",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"report: {tmp_path}/audit/audit.html"
+    assert "de: sampled 30 -> accepted" in done.stdout
+
+
 def test_missing_input_is_one_line_naming_the_key(tmp_path):
     done = _polycap("run", "--config", DEMO, "--output", str(tmp_path), "--set", "inputs.0.path=nowhere/*.tsv")
     assert done.returncode == 2
