@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(INSTALLED)
 
@@ -27,6 +27,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# The benchmark harness (benchmarks/README.md), not part of make test: prints a table and writes
+# benchmarks/results.json. E.g. make bench BENCH_ARGS="--n 5000 --repeats 3".
+BENCH_ARGS ?= --n 2000 --repeats 3
+bench: install
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf out build *.egg-info

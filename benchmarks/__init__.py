@@ -1,0 +1,1 @@
+"""polycap's benchmark harness (``make bench``; not part of ``make test``). See README.md here."""
