@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from pipeline.config import PropnConfig
 from pipeline.errors import ConfigError
 from transforms.outputs import FAILED, REJECTED, StageOutput
-from transforms.records import Caption, Failed, Stage, fail, reject
+from transforms.records import Caption, Failed, Stage, fail, failed_batch, reject
 
 # What POS tagging needs: tagger + attribute_ruler (English: tag_ -> pos_) or a morphologizer
 # (most other spaCy languages), and the tok2vec they listen to.
@@ -167,15 +167,6 @@ class _JudgeFn(beam.DoFn):
             yield caption
 
 
-def _failed_batch(failure):
-    """One Failed row per caption of a batch the tagger raised on."""
-    batch, (_, error, _) = failure
-    counter = Metrics.counter(Stage.PROPN.value, Reason.TAGGER_ERROR.value)
-    for caption in batch:
-        counter.inc()
-        yield fail(caption, Stage.PROPN, Reason.TAGGER_ERROR, error)
-
-
 class DropProperNounCaptions(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept=Caption with ``propn_ratio``, rejected=Rejected
     ``propn``, failed=Failed ``invalid_text`` / ``tagger_error``). See the module docstring."""
@@ -196,7 +187,7 @@ class DropProperNounCaptions(beam.PTransform):
             REJECTED, main="kept"
         )
         tagger_failed = errors.failed_inferences | "TaggerFailed" >> beam.FlatMap(
-            _failed_batch
+            failed_batch, Stage.PROPN, Reason.TAGGER_ERROR
         ).with_output_types(Failed)
         failed = (valid[FAILED], tagger_failed) | "Failed" >> beam.Flatten()
         return StageOutput(kept=judged.kept, rejected=judged[REJECTED], failed=failed)

