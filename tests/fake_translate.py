@@ -25,6 +25,8 @@ class FakeTranslate:
         self.billed_characters = 0
         self.answered = []  # (target language, text) of each billed request
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the server held at once
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -46,8 +48,17 @@ class FakeTranslate:
         with self._lock:
             self.requests += 1
             number = self.requests
-        if self.latency:
-            time.sleep(self.latency)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            return self._outcome(number, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _outcome(self, number: int, body: dict) -> tuple[int, dict]:
         if number <= self.throttle_first:
             return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
         if self.fail_every and number % self.fail_every == 0:

@@ -142,6 +142,16 @@ def test_replayed_bundles_do_not_pay_again(tmp_path, translations):
         assert fake.billed_characters == _distinct_characters(tmp_path)[0]
 
 
+def test_batches_overlap_up_to_max_concurrency_requests_and_no_more(tmp_path, translations):
+    # Batches of one text: sent one batch after another, one request would be in flight.
+    with FakeTranslate(translations, latency=0.05) as fake:
+        audit = _run(tmp_path, fake, "--set", "translation.aws.max_concurrency=4",
+                     "--set", "translation.batch_size=1")
+    assert audit["ok"], audit["checks"]
+    assert len(fake.answered) == len(set(fake.answered)) == 80
+    assert fake.max_in_flight == 4
+
+
 def test_missing_credentials_are_a_clear_error_before_running(tmp_path, monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)

@@ -1,6 +1,8 @@
 """The Google provider: the real googletrans client, its httpx calls answered by respx."""
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -46,6 +48,29 @@ def test_429_and_5xx_are_backed_off_and_retried(translations):
     assert [o.translation for o in outcomes] == [translations[text] for text in english]
     assert not any(o.untranslated for o in outcomes)
     assert calls["count"] == 8
+
+
+@respx.mock
+def test_batches_from_several_threads_share_one_concurrency_limit(translations):
+    server = {"in_flight": 0, "most": 0}
+
+    async def answer(request):
+        server["in_flight"] += 1
+        server["most"] = max(server["most"], server["in_flight"])
+        await asyncio.sleep(0.02)
+        server["in_flight"] -= 1
+        text = request.url.params["q"]
+        return _answer(translations[text], text)
+
+    respx.get(URL).mock(side_effect=answer)
+    english = list(translations)[:12]
+    batches = [english[start : start + 4] for start in range(0, 12, 4)]
+    with _provider(max_concurrency=2) as provider, ThreadPoolExecutor(3) as senders:
+        results = list(senders.map(lambda batch: provider.translate([Request("en", "de", t) for t in batch]), batches))
+    assert [[o.translation for o in outcomes] for outcomes in results] == [
+        [translations[text] for text in batch] for batch in batches
+    ]
+    assert server["most"] == 2
 
 
 @respx.mock

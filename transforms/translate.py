@@ -6,8 +6,8 @@ match_key(text)`` in one CoGroupByKey, so each distinct text is looked up once h
 captions share it, and neither the memory nor the store has to fit one worker. Several memory
 translations of one text: the smallest string wins, so the choice is deterministic. Texts found
 nowhere ("misses") are spread over ``PROVIDER_BUCKETS`` groups by a hash of their key and sent
-to the provider in batches of ``translation.batch_size``; each batch is written to the store
-before its translations go on (see ``store.py``).
+to the provider in batches of ``translation.batch_size``, several batches at once; each batch is
+written to the store before its translations go on (see ``store.py``).
 
 Out: translated Pairs (``provider`` = ``memory`` or the online provider); rejected
 ``untranslated`` (the provider echoed the source or answered in another language); failed
@@ -18,12 +18,15 @@ per distinct text, where it was found: the dry run's estimate and the audit's tr
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.config import OnlineProvider, TranslationConfig
 from transforms import store
@@ -117,7 +120,13 @@ class _NoProviderFn(beam.DoFn):
 
 class _ProviderFn(beam.DoFn):
     """(bucket, [(key, pairs)]) -> translated pairs; rejected untranslated; failed with the
-    provider's error. Each batch goes to the store before anything is emitted."""
+    provider's error. Each batch goes to the store before anything of it is emitted.
+
+    Batches overlap: up to ``max_concurrency`` of them are sent at once on a thread pool, so
+    while one waits for its slowest answer or its store write, the others keep the provider's
+    ``max_concurrency`` requests busy. Results leave in the order the batches were sent, at the
+    latest in ``finish_bundle``; counting happens on the bundle's thread (Beam metrics are
+    per thread)."""
 
     def __init__(self, cfg: TranslationConfig, store_root: str, run_id: str):
         self._cfg = cfg
@@ -127,39 +136,67 @@ class _ProviderFn(beam.DoFn):
 
     def setup(self):
         self._provider = make_provider(self._cfg).__enter__()
+        self._senders = ThreadPoolExecutor(self._provider.max_concurrency, thread_name_prefix="translate-batch")
 
     def teardown(self):
+        self._senders.shutdown(wait=True)
         self._provider.__exit__(None, None, None)
 
-    def process(self, bucket):
+    def start_bundle(self):
+        self._in_flight = collections.deque()  # (misses, future of _send, window, timestamp)
+
+    def process(self, bucket, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         _, misses = bucket
         misses = sorted(misses, key=lambda miss: miss[0])
         for start in range(0, len(misses), self._cfg.batch_size):
-            yield from self._batch(misses[start : start + self._cfg.batch_size])
+            batch = misses[start : start + self._cfg.batch_size]
+            self._in_flight.append((batch, self._senders.submit(self._send, batch), window, timestamp))
+        while self._in_flight and (
+            len(self._in_flight) > self._provider.max_concurrency or self._in_flight[0][1].done()
+        ):
+            yield from self._emit_oldest()
 
-    def _batch(self, misses):
+    def finish_bundle(self):
+        while self._in_flight:
+            yield from self._emit_oldest()
+
+    def _emit_oldest(self):
+        misses, sent, window, timestamp = self._in_flight.popleft()
+        rows, errors, paid_characters = sent.result()
+        self._billed.inc(paid_characters)
+        for output in self._outputs(misses, rows, errors):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
+            else:
+                yield WindowedValue(output, timestamp, [window])
+
+    def _send(self, misses):
+        """Runs on a sender thread: the batch's store rows (read back if a replayed bundle
+        paid for it already, else translated and written), the errors of the rest, and the
+        characters this call paid for."""
         name = self._provider.name
         path = store.batch_path(self._store_root, name, [key for key, _ in misses])
-        errors = {}
-        if store.FileSystems.exists(path):  # a replayed bundle: this batch was paid for already
-            rows = store.read_batch(path)
-        else:
-            requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p in misses]
-            outcomes = self._provider.translate(requests)
-            rows = []
-            for (key, pairs), request, outcome in zip(misses, requests, outcomes):
-                if outcome.translation is None:
-                    errors[key] = outcome
-                    continue
-                rows.append(
-                    dict(provider=name, lookup_key=key, source_lang=request.source_lang,
-                         target_lang=request.target_lang, source_text=request.text,
-                         translated_text=outcome.translation, untranslated=outcome.untranslated,
-                         characters=len(request.text), run_id=self._run_id)
-                )
-            if rows:
-                store.write_batch(path, rows)
-                self._billed.inc(sum(row["characters"] for row in rows))
+        if store.FileSystems.exists(path):
+            return store.read_batch(path), {}, 0
+        requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p in misses]
+        outcomes = self._provider.translate(requests)
+        rows, errors = [], {}
+        for (key, pairs), request, outcome in zip(misses, requests, outcomes):
+            if outcome.translation is None:
+                errors[key] = outcome
+                continue
+            rows.append(
+                dict(provider=name, lookup_key=key, source_lang=request.source_lang,
+                     target_lang=request.target_lang, source_text=request.text,
+                     translated_text=outcome.translation, untranslated=outcome.untranslated,
+                     characters=len(request.text), run_id=self._run_id)
+            )
+        if rows:
+            store.write_batch(path, rows)
+        return rows, errors, sum(row["characters"] for row in rows)
+
+    def _outputs(self, misses, rows, errors):
+        name = self._provider.name
         stored = {row["lookup_key"]: row for row in rows}
         for key, pairs in misses:
             if key in stored:

@@ -40,6 +40,7 @@ class AwsTranslate(Provider):
 
     def __init__(self, cfg: AwsConfig):
         self._cfg = cfg
+        self.max_concurrency = cfg.max_concurrency
 
     def __enter__(self) -> "AwsTranslate":
         import boto3

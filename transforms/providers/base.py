@@ -36,9 +36,13 @@ class Outcome(NamedTuple):
 
 class Provider(abc.ABC):
     """Opened in ``__enter__`` (clients, pools, event loops), closed in ``__exit__``; the
-    constructor only stores configuration, so a provider pickles cleanly to workers."""
+    constructor only stores configuration, so a provider pickles cleanly to workers.
+
+    ``translate`` may be called from several threads at once (the translate stage overlaps
+    batches); ``max_concurrency`` bounds the requests in flight across all of those calls."""
 
     name: str
+    max_concurrency: int
 
     def __enter__(self) -> "Provider":
         return self

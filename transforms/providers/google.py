@@ -2,9 +2,9 @@
 
 googletrans' default ``raise_exception=False`` returns the *source text* as the translation on
 any HTTP error (a 429 would then score ~1.0 and be accepted), so polycap sets it to True and
-retries 429, 5xx and connection errors itself with exponential back-off. One event loop and one
-``Translator`` per worker, opened in ``__enter__``; a batch runs under a semaphore of
-``max_concurrency``. An answer equal to the source, or that an offline language identifier
+retries 429, 5xx and connection errors itself with exponential back-off. One event loop (on its
+own thread) and one ``Translator`` per worker, opened in ``__enter__``; every batch sent from any
+thread runs on that loop under one semaphore of ``max_concurrency``. An answer equal to the source, or that an offline language identifier
 (lingua, over the source and target languages) reads as the source language, is marked
 ``untranslated``: short captions can fool an identifier, so it only ever rejects, never accepts.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from typing import Optional, Sequence
 
 from pipeline.config import GoogleConfig
@@ -42,29 +43,40 @@ class GoogleTranslate(Provider):
 
     def __init__(self, cfg: GoogleConfig):
         self._cfg = cfg
+        self.max_concurrency = cfg.max_concurrency
 
     def __enter__(self) -> "GoogleTranslate":
         from googletrans import Translator
 
         self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="google-translate", daemon=True
+        )
+        self._loop_thread.start()
         self._translator = Translator(service_urls=list(self._cfg.service_urls), raise_exception=True)
+        # Bound to the loop on first use (Python >= 3.10), shared by every batch.
+        self._semaphore = asyncio.Semaphore(self._cfg.max_concurrency)
         self._detectors: dict = {}
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._loop.run_until_complete(self._translator.client.aclose())
+        self._on_loop(self._translator.client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join()
         self._loop.close()
 
+    def _on_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
     def translate(self, requests: Sequence[Request]) -> list[Outcome]:
-        return self._loop.run_until_complete(self._translate_all(requests))
+        return self._on_loop(self._translate_all(requests))
 
     async def _translate_all(self, requests: Sequence[Request]) -> list[Outcome]:
-        semaphore = asyncio.Semaphore(self._cfg.max_concurrency)
-        return list(await asyncio.gather(*(self._translate_one(r, semaphore) for r in requests)))
+        return list(await asyncio.gather(*(self._translate_one(request) for request in requests)))
 
-    async def _translate_one(self, request: Request, semaphore: asyncio.Semaphore) -> Outcome:
+    async def _translate_one(self, request: Request) -> Outcome:
         attempt = 0
-        async with semaphore:
+        async with self._semaphore:
             while True:
                 attempt += 1
                 try:
