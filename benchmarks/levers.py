@@ -14,10 +14,10 @@
 - ``torch``: polycap (1 and 2 workers) with torch not importable (a ``sitecustomize`` on
   PYTHONPATH), as if sentence-transformers were an optional extra: Beam's RunInference imports
   torch and scipy in every process when torch is installed.
-- ``preselect``: tag only what sampling can still keep (``patches/preselect.py``), measured in
-  a scratch copy of the checkout with ``pipeline/graph.py`` edited as ``PRESELECT_GRAPH_EDITS``
-  says, at ``sample.per_language`` = N/10 (a job that samples a tenth of its captions) and = N
-  (everything sampled: the lever's overhead). The accepted pairs must be the same as without.
+- ``preselect``: ``sample.preselect_margin`` null (tag every caption) against 1.25 (tag only what
+  sampling can still keep), at ``sample.per_language`` = N/10 (a job that samples a tenth of its
+  captions) and = N (everything sampled: the lever's overhead). The accepted pairs must be the
+  same either way.
 
 Prints a table and writes ``benchmarks/levers.json``.
 """
@@ -38,25 +38,6 @@ from benchmarks import corpus
 from benchmarks.run import HERE, log, machine, run_polycap, run_workload, translation
 
 LEVERS = HERE / "levers.json"
-PATCHES = HERE / "patches"
-# (old statement, new statements) in pipeline/graph.py: each old statement must be exactly one
-# line of graph.py (surrounding spaces aside); the new ones take that line's indentation.
-PRESELECT_GRAPH_EDITS = [
-    (
-        'tagged = unique.kept | "DropProperNouns" >> DropProperNounCaptions(cfg.propn)',
-        [
-            "from transforms.preselect import PreselectCaptions, eligible_count",
-            'candidates = unique.kept | "Preselect" >> PreselectCaptions(cfg.sample, cfg.languages)',
-            'tagged = candidates | "DropProperNouns" >> DropProperNounCaptions(cfg.propn)',
-        ],
-    ),
-    (
-        '_count("CountEligible", "eligible", tagged.kept),',
-        ["eligible_count(unique.kept, tagged),"],
-    ),
-]
-
-
 def _median(rows: list[dict], key: str):
     values = [row[key] for row in rows if row.get(key) is not None and "error" not in row]
     return round(statistics.median(values), 3) if values else None
@@ -181,35 +162,15 @@ def scratch_copy(repo: Path, destination: Path) -> Path:
     return destination
 
 
-def apply_preselect(copy: Path) -> None:
-    graph = copy / "pipeline" / "graph.py"
-    lines = graph.read_text(encoding="utf-8").splitlines(keepends=True)
-    for old, new in PRESELECT_GRAPH_EDITS:
-        found = [index for index, line in enumerate(lines) if line.strip() == old]
-        if len(found) != 1:
-            raise RuntimeError(f"pipeline/graph.py: expected one line {old!r}, found {len(found)}")
-        line = lines[found[0]]
-        indent = line[: len(line) - len(line.lstrip())]
-        lines[found[0] : found[0] + 1] = [f"{indent}{statement}\n" for statement in new]
-    graph.write_text("".join(lines), encoding="utf-8")
-    shutil.copy(PATCHES / "preselect.py", copy / "transforms" / "preselect.py")
-
-
-def preselect_levers(args, repo: Path, bench: corpus.Corpus, workdir: Path, logs: Path) -> list[dict]:
-    copy = scratch_copy(repo, workdir / "scratch-preselect")
-    try:
-        apply_preselect(copy)
-    except RuntimeError as error:
-        log(f"preselect lever SKIPPED: {error}")
-        return [{"lever": "preselect", "skipped": str(error)}]
+def preselect_levers(args, repo: Path, bench: corpus.Corpus, logs: Path) -> list[dict]:
     rows = []
     for per_language in (max(1, bench.n // 10), bench.n):
-        settings = [f"sample.per_language={per_language}"]
-        for variant, checkout in (("tag everything, then sample (now)", repo),
-                                  ("sample with 1.25x margin, tag, sample", copy)):
+        for variant, margin in (("tag every caption, then sample", "null"),
+                                ("tag the 1.25x best-ranked, then sample (default)", "1.25")):
+            settings = [f"sample.per_language={per_language}", f"sample.preselect_margin={margin}"]
             runs = [
-                run_polycap(checkout, bench, 1, logs,
-                            f"lever-preselect-{per_language}-{checkout.name}-r{repeat + 1}", settings)
+                run_polycap(repo, bench, 1, logs,
+                            f"lever-preselect-{per_language}-{margin}-r{repeat + 1}", settings)
                 for repeat in range(args.repeats)
             ]
             row = _polycap_row(f"tag only what sampling keeps, per_language={per_language}", variant, runs)
@@ -292,7 +253,7 @@ def main(argv=None) -> int:
         if "torch" in only:
             results["rows"] += no_torch_levers(args, repo, bench, workdir, logs)
         if "preselect" in only:
-            results["rows"] += preselect_levers(args, repo, bench, workdir, logs)
+            results["rows"] += preselect_levers(args, repo, bench, logs)
         if "translation" in only:
             results["rows"] += translation_levers(args, repo, workdir, logs)
     finally:

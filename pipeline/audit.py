@@ -378,12 +378,15 @@ def analyse(outcome: Outcome) -> dict:
         "failed": len(early_failures),
         "failed_by_reason": _counts(row["reason"] for row in early_failures),
         "eligible": counted["eligible"],
+        # eligible captions never POS-tagged: sampling could not choose them (preselect.py)
+        "untagged": counted.get("untagged", 0),
     }
     removed = source["invalid"] + source["duplicate"] + source["propn"]
     checks = {
         "read = invalid + duplicate + propn + failed + eligible": source["read"]
         == removed + source["failed"] + source["eligible"],
         "every early reject is invalid, duplicate or propn": len(early_rejects) == removed,
+        "untagged <= eligible": 0 <= source["untagged"] <= source["eligible"],
     }
 
     rule = threshold_rule(run)

@@ -243,6 +243,7 @@ def _summary(report: dict) -> str:
     lines = [
         f"read {source['read']}: invalid {source['invalid']}, duplicate {source['duplicate']}, "
         f"propn {source['propn']}, failed {source['failed']}, eligible {source['eligible']}"
+        + (f" ({source['untagged']} never POS-tagged)" if source["untagged"] else "")
     ]
     for lang, numbers in report["languages"].items():
         lines.append(

@@ -57,6 +57,10 @@ class SampleConfig(_Section):
     per_language: int = Field(ge=1)
     seed: int = 0
     shared: bool = False
+    # POS-tag only each language's ceil(per_language * margin) best-ranked captions (all of them
+    # after a shortfall; see transforms/preselect.py); the sample is the same either way.
+    # null: tag every caption, so the audit's PROPN count covers the whole input.
+    preselect_margin: Optional[float] = Field(default=1.25, ge=1)
 
 
 class MemoryFormat(str, enum.Enum):

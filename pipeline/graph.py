@@ -1,5 +1,5 @@
-"""Assemble polycap's pipeline from its config: read -> clean -> deduplicate -> PROPN filter ->
-sample -> translate -> score -> keep -> write. Every stage's rejected and failed rows flow to
+"""Assemble polycap's pipeline from its config: read -> clean -> deduplicate -> PROPN filter
+(of the captions sampling can still choose) -> sample -> translate -> score -> keep -> write. Every stage's rejected and failed rows flow to
 the output, so each caption read ends in exactly one of accepted, rejected or failed."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from transforms.clean import CleanCaptions
 from transforms.deduplicate import DropDuplicateCaptions
 from transforms.keep import KeepPairs
 from transforms.memory import ReadTranslationMemory
+from transforms.preselect import TagSampleCandidates
 from transforms.propn import DropProperNounCaptions
 from transforms.read import ReadCaptions
 from transforms.records import Failed, Rejected
@@ -99,7 +100,14 @@ def build(
     read = pipeline | "Read" >> ReadCaptions(cfg.inputs, cfg.source_lang)
     cleaned = read.kept | "Clean" >> CleanCaptions(cfg.clean)
     unique = cleaned.kept | "Deduplicate" >> DropDuplicateCaptions()
-    tagged = unique.kept | "DropProperNouns" >> DropProperNounCaptions(cfg.propn)
+    if cfg.sample.preselect_margin is None:
+        tagged = unique.kept | "DropProperNouns" >> DropProperNounCaptions(cfg.propn)
+        untagged = pipeline | "NothingUntagged" >> beam.Create([])
+    else:
+        tagged = unique.kept | "DropProperNouns" >> TagSampleCandidates(
+            cfg.propn, cfg.sample, cfg.languages
+        )
+        untagged = tagged.untagged
     pairs = tagged.kept | "Sample" >> SampleCaptions(cfg.sample, cfg.languages)
     memory = pipeline | "ReadMemory" >> ReadTranslationMemory(
         cfg.translation.memory, cfg.source_lang, cfg.languages
@@ -128,7 +136,8 @@ def build(
     )
     counts = (
         _count("CountRead", "read", read_rows),
-        _count("CountEligible", "eligible", tagged.kept),
+        _count("CountEligible", "eligible", (tagged.kept, untagged) | "Eligible" >> beam.Flatten()),
+        _count("CountUntagged", "untagged", untagged),
         sampled,
         _lookup_counts(translated.lookups),
         facts,

@@ -171,6 +171,15 @@ def _summary(audit: dict) -> str:
     return '<p class="summary">' + " ".join(parts) + "</p>"
 
 
+def _eligible_why(source: dict) -> str:
+    if not source["untagged"]:
+        return "left for sampling"
+    return (
+        f"left for sampling; {source['untagged']:,} of them never POS-tagged, as sampling "
+        "could not choose them (sample.preselect_margin)"
+    )
+
+
 def _funnel_section(audit: dict) -> str:
     source = audit["input"]
     steps = [
@@ -179,7 +188,7 @@ def _funnel_section(audit: dict) -> str:
         ("duplicate", "duplicate", "same normalised text as a kept caption"),
         ("proper nouns", "propn", "PROPN share at or over the cut-off"),
         ("failed", "failed", _reasons(source["failed_by_reason"])),
-        ("eligible", "eligible", "left for sampling"),
+        ("eligible", "eligible", _eligible_why(source)),
     ]
     before = _table(
         ["step", "captions", "share of read", "why"],

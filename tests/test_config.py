@@ -42,6 +42,7 @@ def test_every_shipped_config_loads():
         (_with(sampel={"per_language": 3}), r"^sampel: Extra inputs are not permitted"),
         (_with(sample={"per_language": 0}), r"^sample.per_language: .*greater than or equal to 1"),
         (_with(sample={"per_language": "many"}), r"^sample.per_language: .*valid integer"),
+        (_with(sample={"per_language": 3, "preselect_margin": 0.9}), r"^sample.preselect_margin: .*greater than or equal to 1"),
         (_with(keep={"min_similarity": 1.5}), r"^keep.min_similarity: .*less than or equal to 1"),
         (_with(keep={"min_similarity": -1.01}), r"^keep.min_similarity: .*greater than or equal to -1"),
         (_with(keep={}), r"^keep: set exactly one of min_similarity and keep_top_fraction"),

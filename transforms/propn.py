@@ -18,6 +18,7 @@ attribute_ruler only: ``pos_`` is the same as the full pipeline's for PROPN, 2.7
 from __future__ import annotations
 
 import enum
+import functools
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -98,8 +99,11 @@ def check_model(cfg: PropnConfig) -> None:
         )
 
 
+@functools.lru_cache(maxsize=None)
 def load_spacy_tagger(model: str):
-    """The spaCy pipeline of ``model`` (package name or path) with only the POS components."""
+    """The spaCy pipeline of ``model`` (package name or path) with only the POS components;
+    loaded once per process, shared by every tagging step (RunInference shares a model only
+    within one step)."""
     import spacy
 
     try:

@@ -28,6 +28,11 @@ def sample_rank(seed: int, caption_id: str, lang: str = _SHARED) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def sample_keys(cfg: SampleConfig, languages: Sequence[str]) -> tuple[str, ...]:
+    """One sample per language, or one for all with ``shared``."""
+    return (_SHARED,) if cfg.shared else tuple(languages)
+
+
 class SampleCaptions(beam.PTransform):
     """PCollection[Caption] -> PCollection[Pair] (translation empty): at most
     ``per_language`` captions for each target language."""
@@ -39,7 +44,7 @@ class SampleCaptions(beam.PTransform):
 
     def expand(self, captions):
         seed, languages = self._cfg.seed, self._languages
-        keys = (_SHARED,) if self._cfg.shared else languages
+        keys = sample_keys(self._cfg, languages)
 
         def ranked(caption: Caption):
             for key in keys:

@@ -1,0 +1,106 @@
+"""Tagging only the captions sampling can choose gives exactly the sample of tagging them all."""
+
+import math
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import PropnConfig, SampleConfig
+from tests.conftest import caption, local_pipeline
+from transforms.preselect import TagSampleCandidates
+from transforms.sample import SampleCaptions, sample_rank
+
+LANGUAGES = ["de", "fr"]
+
+
+def _tagger_rejecting(texts):
+    """A fake tagger's loader (pickled by value) that tags ``texts`` all PROPN, others NOUN."""
+    rejected = frozenset(texts)
+
+    class Token:
+        def __init__(self, pos):
+            self.pos_ = pos
+
+    class Tagger:
+        def pipe(self, batch, batch_size):
+            return [[Token("PROPN" if text in rejected else "NOUN")] for text in batch]
+
+    def load(model):
+        return Tagger()
+
+    return load
+
+
+def _captions(multi30k_val, count=200):
+    return [caption(f"multi30k:val:{n + 1}", text, "multi30k") for n, text in enumerate(multi30k_val["en"][:count])]
+
+
+def _smallest(captions, cfg, key, count):
+    return sorted(captions, key=lambda c: sample_rank(cfg.seed, c.caption_id, key))[:count]
+
+
+def _keys(cfg):
+    return ["*"] if cfg.shared else LANGUAGES
+
+
+def _expected_sample(captions, rejected, cfg):
+    eligible = [c for c in captions if c.text not in rejected]
+    return [
+        (lang, c.caption_id)
+        for key in _keys(cfg)
+        for lang in (LANGUAGES if key == "*" else [key])
+        for c in _smallest(eligible, cfg, key, cfg.per_language)
+    ]
+
+
+def _run(captions, rejected, cfg):
+    with local_pipeline() as pipeline:
+        tagged = pipeline | beam.Create(captions) | TagSampleCandidates(
+            PropnConfig(), cfg, LANGUAGES, _tagger_rejecting(rejected)
+        )
+        pairs = tagged.kept | SampleCaptions(cfg, LANGUAGES)
+        sampled = pairs | "Sampled" >> beam.Map(lambda p: (p.target_lang, p.caption_id))
+        assert_that(sampled, equal_to(_expected_sample(captions, rejected, cfg)), label="Sample")
+        yield tagged
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_only_candidates_are_tagged_and_the_sample_is_unchanged(multi30k_val, shared):
+    captions = _captions(multi30k_val)
+    cfg = SampleConfig(per_language=20, preselect_margin=1.5, shared=shared)
+    rejected = {c.text for c in captions[::10]}
+    candidates = {
+        c.caption_id for key in _keys(cfg) for c in _smallest(captions, cfg, key, math.ceil(20 * 1.5))
+    }
+    never_tagged = sorted(c.caption_id for c in captions if c.caption_id not in candidates)
+    assert never_tagged and len(never_tagged) < len(captions)
+    for tagged in _run(captions, rejected, cfg):
+        ids = lambda label, rows: rows | label >> beam.Map(lambda row: row.caption_id)
+        assert_that(ids("Untagged", tagged.untagged), equal_to(never_tagged), label="Untagged")
+        assert_that(
+            ids("Tagged", (tagged.kept, tagged.rejected) | beam.Flatten()),
+            equal_to(sorted(candidates)),
+            label="TaggedAreCandidates",
+        )
+
+
+def test_a_shortfall_tags_every_caption(multi30k_val):
+    # Three in five captions are PROPN-heavy: 25 % more candidates than the sample cannot cover.
+    captions = _captions(multi30k_val)
+    rejected = {c.text for n, c in enumerate(captions) if n % 5 < 3}
+    for tagged in _run(captions, rejected, SampleConfig(per_language=20, preselect_margin=1.25)):
+        assert_that(tagged.untagged, equal_to([]), label="NoneUntagged")
+        assert_that(
+            (tagged.kept, tagged.rejected) | beam.Flatten() | beam.combiners.Count.Globally(),
+            equal_to([len(captions)]),
+            label="AllTagged",
+        )
+
+
+def test_fewer_captions_than_candidates_are_all_tagged(multi30k_val):
+    captions = _captions(multi30k_val, count=5)
+    for tagged in _run(captions, {captions[0].text}, SampleConfig(per_language=40)):
+        assert_that(tagged.untagged, equal_to([]), label="NoneUntagged")
+        assert_that(tagged.rejected | beam.Map(lambda row: row.caption_id),
+                    equal_to([captions[0].caption_id]), label="Rejected")
