@@ -267,7 +267,7 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
     )
 
 
-def _propn_section(propn: dict, mode: str) -> str:
+def _propn_section(propn: dict, mode: str, untagged: int) -> str:
     head = '<section id="propn"><h2>Proper nouns</h2>'
     if mode == "pairs":
         return head + _muted("A scored parallel set has no PROPN filter.") + "</section>"
@@ -281,10 +281,15 @@ def _propn_section(propn: dict, mode: str) -> str:
         else _muted("none: the filter removed no caption in this run.")
     )
     cut = "the cut-off" if propn["max_propn_ratio"] is None else f"{propn['max_propn_ratio']:g}"
+    untagged_note = (
+        f" Only the captions sampling could choose were tagged: {untagged:,} eligible captions "
+        "never were (sample.preselect_margin), so the count covers the tagged ones."
+        if untagged else ""
+    )
     return (
         f"{head}<p>{propn['removed']:,} captions were removed because proper nouns make up at "
         f"least {cut} of their words (clip-italian's rule). The green bars are the captions "
-        "sampled for translation, a uniform sample of the ones the filter kept.</p>"
+        f"sampled for translation, a uniform sample of the ones the filter kept.{untagged_note}</p>"
         f"{plots.propn(propn)}"
         f"<h3>Captions the filter removed (nearest the cut-off, and most proper nouns)</h3>"
         f"{removed}</section>"
@@ -422,7 +427,7 @@ def render(audit: dict) -> str:
             _funnel_section(audit),
             '<section id="languages"><h2>Per language: scores, lengths and examples</h2>'
             f"{languages}</section>",
-            _propn_section(audit["propn"], audit.get("mode", "run")),
+            _propn_section(audit["propn"], audit.get("mode", "run"), audit["input"].get("untagged", 0)),
             _datasets_section(audit),
             _translation_section(audit["translation"], audit.get("mode", "run")),
             _run_section(run, audit.get("pipeline_facts", {})),

@@ -95,6 +95,20 @@ def test_two_worker_processes_accept_the_same_set(demo_run, tmp_path):
     assert key(_rows(tmp_path / "accepted")) == key(_rows(output / "accepted"))
 
 
+def test_tagging_only_what_sampling_can_choose_changes_no_outcome(demo_run, tmp_path):
+    output, audit = demo_run
+    assert 0 < audit["input"]["untagged"] < audit["input"]["eligible"]
+    every = _run(tmp_path, "--set", "sample.preselect_margin=null")
+    assert every["input"]["untagged"] == 0
+    assert every["input"]["eligible"] == audit["input"]["eligible"]
+    assert every["ok"], every["checks"]
+    key = lambda rows: sorted(
+        (r["target_lang"] or "", r["caption_id"], r.get("stage") or "", r.get("reason") or "") for r in rows
+    )
+    for outcome in ("accepted", "rejected", "failed"):
+        assert key(_rows(tmp_path / outcome)) == key(_rows(output / outcome))
+
+
 def test_audit_command_recomputes_the_same_numbers(demo_run):
     output, audit = demo_run
     (output / "audit" / "audit.json").unlink()
