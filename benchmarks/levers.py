@@ -12,8 +12,8 @@
 - ``translation``: the translate stage against the 50 ms server (``run.translation``) with
   ``PROVIDER_BUCKETS`` 64 (now), 8 and 2, edited in scratch copies. Metric: served requests/s.
 - ``torch``: polycap (1 and 2 workers) with torch not importable (a ``sitecustomize`` on
-  PYTHONPATH), as if sentence-transformers were an optional extra: Beam's RunInference imports
-  torch and scipy in every process when torch is installed.
+  PYTHONPATH), as if sentence-transformers were an optional extra: spaCy's thinc and Beam's
+  RunInference both import torch in every process when it is installed.
 - ``preselect``: ``sample.preselect_margin`` null (tag every caption) against 1.25 (tag only what
   sampling can still keep), at ``sample.per_language`` = N/10 (a job that samples a tenth of its
   captions) and = N (everything sampled: the lever's overhead). The accepted pairs must be the
@@ -132,9 +132,10 @@ def polycap_levers(args, repo: Path, bench: corpus.Corpus, logs: Path) -> list[d
 
 def no_torch_levers(args, repo: Path, bench: corpus.Corpus, workdir: Path, logs: Path) -> list[dict]:
     """polycap with torch not importable, as if sentence-transformers were an optional extra:
-    Beam's RunInference imports torch (and scipy) in every process when torch is installed
-    (``apache_beam/ml/inference/base.py`` -> ``model_manager``), ~4 s of CPU per process here.
-    A ``sitecustomize`` on PYTHONPATH blocks it in the driver and in every worker."""
+    spaCy (``thinc.compat``) and Beam's RunInference (``apache_beam/ml/inference/base.py`` ->
+    ``model_manager``) both import torch in every process when it is installed, ~3-4 s of CPU
+    per process here; RunInference alone adds scipy on top (0.5 s, 33 MB once spaCy has loaded
+    torch). A ``sitecustomize`` on PYTHONPATH blocks torch in the driver and in every worker."""
     blocker = workdir / "no-torch"
     blocker.mkdir(parents=True, exist_ok=True)
     (blocker / "sitecustomize.py").write_text(

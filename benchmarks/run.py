@@ -333,7 +333,7 @@ def translation(args, repo: Path, workdir: Path, logs: Path) -> dict:
         log(f"translation benchmark SKIPPED: polycap has no AWS provider yet ({reason})")
         return {"skipped": reason}
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fake_translate", "--latency", str(args.latency),
+        [sys.executable, "-m", "tests.fake_translate", "--latency", str(args.latency),
          "--corpus", str(bench.directory)],
         cwd=repo, env=child_env(repo), stdout=subprocess.PIPE, text=True,
     )
