@@ -106,3 +106,40 @@ def test_unknown_language_is_refused():
         (outcome,) = provider.translate([Request("en", "xx", "A dog runs.")])
     assert outcome.error_kind is ErrorKind.REFUSED
     assert respx.calls.call_count == 0
+
+
+@respx.mock
+def test_a_run_through_google_overlaps_batches_under_one_limit(tmp_path, multi30k_val):
+    from pipeline import cli
+    from tests.conftest import MULTI30K, ROOT
+
+    answers = {
+        (lang, english.strip()): foreign
+        for lang in ("de", "fr")
+        for english, foreign in zip(multi30k_val["en"], multi30k_val[lang])
+    }
+    server = {"in_flight": 0, "most": 0}
+
+    async def answer(request):
+        server["in_flight"] += 1
+        server["most"] = max(server["most"], server["in_flight"])
+        await asyncio.sleep(0.02)
+        server["in_flight"] -= 1
+        text = request.url.params["q"]
+        return _answer(answers[(request.url.params["tl"], text)], text)
+
+    respx.get(URL).mock(side_effect=answer)
+    inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
+    audit = cli.run(
+        ["--config", str(ROOT / "configs" / "demo.yaml"), "--output", str(tmp_path),
+         "--set", f"inputs={inputs}", "--set", "translation.memory=[]",
+         "--set", "translation.provider=google", "--set", "translation.batch_size=1",
+         "--set", "translation.google.max_concurrency=3", "--set", "sample.per_language=20"]
+    )
+    assert audit["ok"], audit["checks"]
+    # batches of one text: only overlapping batches can hold three requests at once
+    assert server["most"] == 3
+    assert respx.calls.call_count == 40
+    for lang in ("de", "fr"):
+        assert audit["languages"][lang]["failed"] == 0
+        assert audit["languages"][lang]["accepted"] >= 15
