@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from benchmarks import corpus, measure
+from pipeline.runfacts import package_version
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -61,15 +62,6 @@ def _first(path: str, prefix: str) -> Optional[str]:
     return None
 
 
-def _version(distribution: str) -> Optional[str]:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def machine() -> dict:
     memory_kb = _first("/proc/meminfo", "MemTotal")
     return {
@@ -81,7 +73,7 @@ def machine() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "packages": {
-            name: _version(name)
+            name: package_version(name)
             for name in (
                 "apache-beam",
                 "spacy",

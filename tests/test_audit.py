@@ -81,6 +81,7 @@ def chromium() -> str:
     if found:
         return found
     if not shutil.which("apt-get"):
+        # A system browser, not a Python package: setup.py cannot install it.
         pytest.skip("no chromium, and no apt-get to install it")
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):

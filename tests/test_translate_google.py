@@ -19,6 +19,24 @@ def _answer(translation: str, source: str) -> httpx.Response:
     return httpx.Response(200, text=json.dumps([[[translation, source, None, None, 10]], None, "en"]))
 
 
+class _SlowGoogle:
+    """A respx side effect for googletrans' async client: answers (target language, text) from
+    ``answers`` after 20 ms and records the most requests it held at once."""
+
+    def __init__(self, answers: dict[tuple[str, str], str]):
+        self.answers = answers
+        self.in_flight = 0
+        self.most = 0
+
+    async def __call__(self, request):
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.02)
+        self.in_flight -= 1
+        text = request.url.params["q"]
+        return _answer(self.answers[(request.url.params["tl"], text)], text)
+
+
 @pytest.fixture
 def translations(multi30k_val):
     return {english.strip(): german for english, german in zip(multi30k_val["en"][:20], multi30k_val["de"][:20])}
@@ -52,17 +70,8 @@ def test_429_and_5xx_are_backed_off_and_retried(translations):
 
 @respx.mock
 def test_batches_from_several_threads_share_one_concurrency_limit(translations):
-    server = {"in_flight": 0, "most": 0}
-
-    async def answer(request):
-        server["in_flight"] += 1
-        server["most"] = max(server["most"], server["in_flight"])
-        await asyncio.sleep(0.02)
-        server["in_flight"] -= 1
-        text = request.url.params["q"]
-        return _answer(translations[text], text)
-
-    respx.get(URL).mock(side_effect=answer)
+    server = _SlowGoogle({("de", english): german for english, german in translations.items()})
+    respx.get(URL).mock(side_effect=server)
     english = list(translations)[:12]
     batches = [english[start : start + 4] for start in range(0, 12, 4)]
     with _provider(max_concurrency=2) as provider, ThreadPoolExecutor(3) as senders:
@@ -70,7 +79,7 @@ def test_batches_from_several_threads_share_one_concurrency_limit(translations):
     assert [[o.translation for o in outcomes] for outcomes in results] == [
         [translations[text] for text in batch] for batch in batches
     ]
-    assert server["most"] == 2
+    assert server.most == 2
 
 
 @respx.mock
@@ -118,17 +127,8 @@ def test_a_run_through_google_overlaps_batches_under_one_limit(tmp_path, multi30
         for lang in ("de", "fr")
         for english, foreign in zip(multi30k_val["en"], multi30k_val[lang])
     }
-    server = {"in_flight": 0, "most": 0}
-
-    async def answer(request):
-        server["in_flight"] += 1
-        server["most"] = max(server["most"], server["in_flight"])
-        await asyncio.sleep(0.02)
-        server["in_flight"] -= 1
-        text = request.url.params["q"]
-        return _answer(answers[(request.url.params["tl"], text)], text)
-
-    respx.get(URL).mock(side_effect=answer)
+    server = _SlowGoogle(answers)
+    respx.get(URL).mock(side_effect=server)
     inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
     audit = cli.run(
         ["--config", str(ROOT / "configs" / "demo.yaml"), "--output", str(tmp_path),
@@ -138,7 +138,7 @@ def test_a_run_through_google_overlaps_batches_under_one_limit(tmp_path, multi30
     )
     assert audit["ok"], audit["checks"]
     # batches of one text: only overlapping batches can hold three requests at once
-    assert server["most"] == 3
+    assert server.most == 3
     assert respx.calls.call_count == 40
     for lang in ("de", "fr"):
         assert audit["languages"][lang]["failed"] == 0
