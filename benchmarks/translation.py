@@ -34,7 +34,7 @@ LANGUAGES = ("de", "fr")
 def missing_provider() -> Optional[str]:
     """Why polycap's AWS provider cannot be benchmarked here, or None when it can."""
     try:
-        from pipeline.config import OnlineProvider, TranslationConfig
+        from polycap.pipeline.config import OnlineProvider, TranslationConfig
     except ImportError as error:
         return f"pipeline.config cannot be imported: {error}"
     if "aws" not in {member.value for member in OnlineProvider}:
@@ -44,15 +44,15 @@ def missing_provider() -> Optional[str]:
     except Exception as error:  # pydantic's ValidationError, or a ConfigError
         return f"the config does not take translation.aws.endpoint_url / max_concurrency: {error}"
     try:
-        from transforms.providers import make_provider  # noqa: F401
-        from transforms.providers.base import Request  # noqa: F401
+        from polycap.transforms.providers import make_provider  # noqa: F401
+        from polycap.transforms.providers.base import Request  # noqa: F401
     except ImportError as error:
         return f"transforms.providers (make_provider, base.Request) cannot be imported: {error}"
     return None
 
 
 def translation_config(endpoint: str, max_concurrency: int, batch_size: Optional[int] = None):
-    from pipeline.config import TranslationConfig
+    from polycap.pipeline.config import TranslationConfig
 
     raw = {
         "provider": "aws",
@@ -64,15 +64,15 @@ def translation_config(endpoint: str, max_concurrency: int, batch_size: Optional
 
 
 def captions(corpus: Path, count: int) -> list[str]:
-    from transforms.clean import normalise
+    from polycap.transforms.clean import normalise
 
     lines = (corpus / "bench.en").read_text(encoding="utf-8").splitlines()[:count]
     return [normalise(line) for line in lines]
 
 
 def run_provider(cfg, texts: list[str]) -> dict:
-    from transforms.providers import make_provider
-    from transforms.providers.base import Request
+    from polycap.transforms.providers import make_provider
+    from polycap.transforms.providers.base import Request
 
     requests = [Request("en", lang, text) for text in texts for lang in LANGUAGES]
     with make_provider(cfg) as provider:
@@ -90,8 +90,8 @@ def run_stage(cfg, texts: list[str]) -> dict:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.records import Caption, MemoryEntry, Pair
-    from transforms.translate import TranslateCaptions
+    from polycap.transforms.records import Caption, MemoryEntry, Pair
+    from polycap.transforms.translate import TranslateCaptions
 
     pairs = [
         Pair.for_language(Caption(f"bench:{index}", "multi30k", None, None, "en", text), lang)

@@ -32,12 +32,12 @@ STARTED = time.perf_counter()  # before the heavy imports: setup counts them
 
 import numpy as np  # noqa: E402
 
-from pipeline import config as config_module  # noqa: E402
-from pipeline.config import Config  # noqa: E402
-from transforms import score  # noqa: E402  (imports Beam; both workloads pay it)
-from transforms.clean import judge, match_key, normalise  # noqa: E402
-from transforms.propn import load_spacy_tagger, propn_ratio  # noqa: E402
-from transforms.sample import sample_rank  # noqa: E402
+from polycap.pipeline import config as config_module  # noqa: E402
+from polycap.pipeline.config import Config  # noqa: E402
+from polycap.transforms import score  # noqa: E402  (imports Beam; both workloads pay it)
+from polycap.transforms.clean import judge, match_key, normalise  # noqa: E402
+from polycap.transforms.propn import load_spacy_tagger, propn_ratio  # noqa: E402
+from polycap.transforms.sample import sample_rank  # noqa: E402
 
 SHARED = "*"
 

@@ -1,3 +1,2 @@
-"""polycap's driver side: typed config, command line, graph assembly and the audit."""
-
-__version__ = "0.1.0"
+"""polycap's driver: the typed config that composes every stage's section, the command line, and
+the assembly of the stages into one Beam pipeline."""

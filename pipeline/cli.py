@@ -26,9 +26,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import audit, calibrate, config, graph, pairs, runfacts
-from pipeline.errors import ConfigError, PolycapError
-from transforms.write import DRY_RUN_FILE
+from polycap.pipeline import config, graph
+
+from polycap.report import audit, calibrate, pairs_audit, runfacts
+from polycap.transforms.errors import ConfigError, PolycapError
+from polycap.transforms.write import DRY_RUN_FILE
 
 log = logging.getLogger("polycap")
 
@@ -209,7 +211,7 @@ def _audit(args) -> dict:
         raise ConfigError("--lang: required with --pairs")
     if args.min_similarity is not None and not -1.0 <= args.min_similarity <= 1.0:
         raise ConfigError(f"--min-similarity {args.min_similarity}: expected a number in [-1, 1]")
-    return pairs.audit_pairs(
+    return pairs_audit.audit_pairs(
         output,
         args.pairs,
         args.lang,

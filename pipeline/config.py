@@ -15,8 +15,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.errors import ConfigError
-from pipeline.languages import is_language_code
+from polycap.transforms.errors import ConfigError
+from polycap.transforms.languages import is_language_code
 
 # AWS Translate takes at most 10,000 bytes per request; a caption over it could never be sent.
 MAX_CAPTION_BYTES = 10_000

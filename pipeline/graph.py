@@ -7,22 +7,22 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.config import Config, OnlineProvider
-from pipeline.errors import ConfigError
-from transforms import propn, score
-from transforms.clean import CleanCaptions
-from transforms.deduplicate import DropDuplicateCaptions
-from transforms.keep import KeepPairs
-from transforms.memory import ReadTranslationMemory
-from transforms.preselect import TagSampleCandidates
-from transforms.propn import DropProperNounCaptions
-from transforms.read import ReadCaptions
-from transforms.records import Failed, Rejected
-from transforms.sample import SampleCaptions
-from transforms.score import ScorePairs
-from transforms.translate import TranslateCaptions
-from transforms import store
-from transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
+from polycap.pipeline.config import Config, OnlineProvider
+from polycap.transforms.errors import ConfigError
+from polycap.transforms import propn, score
+from polycap.transforms.clean import CleanCaptions
+from polycap.transforms.deduplicate import DropDuplicateCaptions
+from polycap.transforms.keep import KeepPairs
+from polycap.transforms.memory import ReadTranslationMemory
+from polycap.transforms.preselect import TagSampleCandidates
+from polycap.transforms.propn import DropProperNounCaptions
+from polycap.transforms.read import ReadCaptions
+from polycap.transforms.records import Failed, Rejected
+from polycap.transforms.sample import SampleCaptions
+from polycap.transforms.score import ScorePairs
+from polycap.transforms.translate import TranslateCaptions
+from polycap.transforms import store
+from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
 
 
 def check_before_running(cfg: Config) -> None:

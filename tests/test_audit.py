@@ -19,9 +19,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import audit, cli, pairs, runfacts
-from pipeline.config import ScoreConfig
-from transforms.score import load_encoder
+from polycap.pipeline import cli
+
+from polycap.report import audit, pairs_audit as pairs, runfacts
+from polycap.pipeline.config import ScoreConfig
+from polycap.transforms.score import load_encoder
 from tests.conftest import MULTI30K, ROOT
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -360,7 +362,7 @@ def test_without_pipeline_counts_a_paid_provider_is_estimated_from_the_rows():
 
 
 def test_the_pipelines_lookup_counts_and_the_runs_store_rows_are_the_translation_numbers(tmp_path):
-    from transforms import store
+    from polycap.transforms import store
 
     rows = [_row("a", "de", "accepted", 0.9, provider="aws"), _row("b", "fr", "accepted", 0.9)]
     outcome = _outcome(rows, languages=("de", "fr"))

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import calibrate, cli, config
-from pipeline.config import ScoreConfig
-from pipeline.errors import ConfigError, InputError
+from polycap.pipeline import cli, config
+
+from polycap.report import calibrate
+from polycap.pipeline.config import ScoreConfig
+from polycap.transforms.errors import ConfigError, InputError
 from tests.conftest import MULTI30K, ROOT
-from transforms.score import load_encoder
+from polycap.transforms.score import load_encoder
 
 VAL = str(MULTI30K / "val.en")
 

@@ -3,9 +3,9 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import CleanConfig
+from polycap.pipeline.config import CleanConfig
 from tests.conftest import caption, local_pipeline
-from transforms.clean import CleanCaptions, Reason, judge, match_key, normalise
+from polycap.transforms.clean import CleanCaptions, Reason, judge, match_key, normalise
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@ import textwrap
 
 import pytest
 
-from pipeline import config
-from pipeline.config import ScoreBackend
-from pipeline.errors import ConfigError
+from polycap.pipeline import config
+from polycap.pipeline.config import ScoreBackend
+from polycap.transforms.errors import ConfigError
 
 MINIMAL = {
     "languages": ["de", "fr"],

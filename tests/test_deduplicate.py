@@ -2,7 +2,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import caption, local_pipeline
-from transforms.deduplicate import DropDuplicateCaptions
+from polycap.transforms.deduplicate import DropDuplicateCaptions
 
 
 def test_smallest_id_survives_whatever_the_input_order():

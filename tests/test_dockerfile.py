@@ -67,13 +67,13 @@ def environment(parsed: list[Instruction]) -> dict:
 
 
 def setup_literals() -> dict:
-    """BEAM_VERSION, python_requires and install_requires of setup.py, read without running it."""
+    """BEAM_VERSION, PACKAGES (package -> folder), python_requires and install_requires of
+    setup.py, read without running it."""
     tree = ast.parse(SETUP.read_text(encoding="utf-8"))
-    beam_version = next(
-        node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign) and node.targets[0].id == "BEAM_VERSION"
-    )
+    assigned = {
+        node.targets[0].id: node.value for node in tree.body if isinstance(node, ast.Assign)
+    }
+    beam_version = assigned["BEAM_VERSION"].value
     call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
                 and getattr(node.func, "id", "") == "setup")
     keywords = {keyword.arg: keyword.value for keyword in call.keywords}
@@ -87,6 +87,7 @@ def setup_literals() -> dict:
 
     return {
         "beam_version": beam_version,
+        "packages": ast.literal_eval(assigned["PACKAGES"]),
         "python_requires": keywords["python_requires"].value,
         "install_requires": [text(item) for item in keywords["install_requires"].elts],
     }
@@ -137,15 +138,29 @@ def test_torch_pin_matches_setup_py(dockerfile, setup):
     assert pinned == {pin}
 
 
-def test_everything_setup_py_builds_from_is_copied(dockerfile):
+def test_everything_setup_py_builds_from_is_copied(dockerfile, setup):
     parsed, _ = dockerfile
     copied = set()
     for instruction in parsed:
         if instruction.keyword == "COPY" and not any(f.startswith("--from") for f in instruction.flags):
             *sources, _ = instruction.words
             copied.update(sources)
-    assert {"setup.py", "README.md", "pipeline", "transforms"} <= copied
+    top_folders = {folder.split("/")[0] for folder in setup["packages"].values()}
+    assert {"setup.py", "README.md", *top_folders} <= copied
     assert all((ROOT / source).exists() for source in copied)
+
+
+def test_the_build_imports_the_installed_package_outside_the_source_folder(dockerfile, setup):
+    # Run inside /opt/polycap, `import pipeline` would find the copied source folder and prove
+    # nothing about what pip installed; from / only the installed polycap package is there.
+    parsed, _ = dockerfile
+    runs = " ".join(i.argument for i in parsed if i.keyword == "RUN")
+    check = re.search(r"cd / && python -c \"import ([^;\"]+)", runs)
+    assert check, "no import check run from /"
+    imported = {name.strip() for name in check.group(1).split(",")}
+    assert {"polycap." + package.split(".")[1] for package in setup["packages"]} <= {
+        ".".join(name.split(".")[:2]) for name in imported
+    }
 
 
 def test_workers_never_reach_for_a_model_hub(dockerfile):

@@ -6,9 +6,9 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import KeepConfig
+from polycap.pipeline.config import KeepConfig
 from tests.conftest import MULTI30K, local_pipeline, pair
-from transforms.keep import KeepPairs, is_untranslated, rank_key, top_count
+from polycap.transforms.keep import KeepPairs, is_untranslated, rank_key, top_count
 
 
 def _multi30k(lang: str, count: int) -> list[str]:

@@ -6,10 +6,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import PropnConfig, SampleConfig
+from polycap.pipeline.config import PropnConfig, SampleConfig
 from tests.conftest import caption, local_pipeline
-from transforms.preselect import TagSampleCandidates
-from transforms.sample import SampleCaptions, sample_rank
+from polycap.transforms.preselect import TagSampleCandidates
+from polycap.transforms.sample import SampleCaptions, sample_rank
 
 LANGUAGES = ["de", "fr"]
 

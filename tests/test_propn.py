@@ -5,11 +5,11 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import PropnConfig
-from pipeline.errors import ConfigError
+from polycap.pipeline.config import PropnConfig
+from polycap.transforms.errors import ConfigError
 from tests.conftest import caption, local_pipeline
-from transforms.records import Caption
-from transforms.propn import (
+from polycap.transforms.records import Caption
+from polycap.transforms.propn import (
     DropProperNounCaptions,
     PosTagHandler,
     check_model,

@@ -8,10 +8,10 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import InputConfig
+from polycap.pipeline.config import InputConfig
 from tests.conftest import SAMPLES, local_pipeline
-from transforms.read import ReadCaptions
-from transforms.records import Caption, Rejected
+from polycap.transforms.read import ReadCaptions
+from polycap.transforms.records import Caption, Rejected
 
 
 GCC = SAMPLES / "gcc" / "Validation_GCC-1.1.0-Validation.first500.tsv"

@@ -1,9 +1,9 @@
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import SampleConfig
+from polycap.pipeline.config import SampleConfig
 from tests.conftest import caption, local_pipeline
-from transforms.sample import SampleCaptions, sample_rank
+from polycap.transforms.sample import SampleCaptions, sample_rank
 
 
 def _captions(multi30k_val, count=200):

@@ -26,11 +26,11 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from pipeline import cli, config, graph
-from pipeline.config import ScoreBackend, ScoreConfig
-from pipeline.errors import ConfigError
+from polycap.pipeline import cli, config, graph
+from polycap.pipeline.config import ScoreBackend, ScoreConfig
+from polycap.transforms.errors import ConfigError
 from tests.conftest import ROOT, SAMPLES
-from transforms import score
+from polycap.transforms import score
 
 DEMO = ROOT / "configs" / "demo.yaml"
 DOCS = ROOT / "docs" / "running-at-scale.md"
@@ -228,7 +228,7 @@ def test_run_on_s3_writes_shards_and_audit_to_s3(s3_run):
 def test_audit_command_recomputes_an_s3_output(s3_run, s3_endpoint):
     _, audit, _ = s3_run
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "audit", f"s3://{BUCKET}/out", *_s3_options(s3_endpoint)],
+        [sys.executable, "-m", "polycap.pipeline.cli", "audit", f"s3://{BUCKET}/out", *_s3_options(s3_endpoint)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -383,8 +383,9 @@ def test_scoring_reads_reshuffled_pairs(dataflow_job):
 _LOAD_EVERY_PICKLE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[2])
-import pipeline, transforms
-assert pipeline.__file__.startswith(sys.argv[2]), pipeline.__file__
+import polycap.pipeline, polycap.report, polycap.transforms
+for package in (polycap.pipeline, polycap.report, polycap.transforms):
+    assert package.__file__.startswith(sys.argv[2]), package.__file__
 from apache_beam.internal import pickler
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
@@ -454,10 +455,13 @@ def test_setup_file_sdist_carries_every_module(installed_sdist):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"setup.py", "README.md"} <= names  # setup.py reads README.md when pip builds it
-    for package in ("pipeline", "transforms"):
-        modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")}
+    installed = {p.relative_to(target).as_posix() for p in target.rglob("*.py")}
+    for folder in ("pipeline", "report", "transforms"):
+        modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*.py")}
         assert modules <= names, modules - names
-        assert modules <= {p.relative_to(target).as_posix() for p in (target / package).rglob("*.py")}
+        assert {f"polycap/{module}" for module in modules} <= installed
+    # one top-level package: nothing of polycap's lands beside it on a worker's path
+    assert {name.split("/")[0] for name in installed} == {"polycap"}
 
 
 def test_every_pickled_transform_loads_in_a_fresh_worker_process(dataflow_job, installed_sdist, tmp_path):

@@ -8,10 +8,10 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import ScoreBackend, ScoreConfig
-from pipeline.errors import ConfigError
+from polycap.pipeline.config import ScoreBackend, ScoreConfig
+from polycap.transforms.errors import ConfigError
 from tests.conftest import MULTI30K, SAMPLES, local_pipeline, pair
-from transforms.score import (
+from polycap.transforms.score import (
     USEM3_LANGUAGES,
     PairEncoderHandler,
     ScorePairs,

@@ -4,12 +4,12 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import MemoryConfig, TranslationConfig
-from pipeline.errors import ConfigError, InputError
+from polycap.pipeline.config import MemoryConfig, TranslationConfig
+from polycap.transforms.errors import ConfigError, InputError
 from tests.conftest import MULTI30K, local_pipeline, pair
-from transforms.memory import ReadTranslationMemory, aligned_files
-from transforms.records import MemoryEntry
-from transforms.translate import TranslateCaptions
+from polycap.transforms.memory import ReadTranslationMemory, aligned_files
+from polycap.transforms.records import MemoryEntry
+from polycap.transforms.translate import TranslateCaptions
 
 
 def _parallel(pattern):

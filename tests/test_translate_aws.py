@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from pipeline import cli
-from pipeline.config import AwsConfig
+from polycap.pipeline import cli
+from polycap.pipeline.config import AwsConfig
 from tests.conftest import MULTI30K, ROOT, SAMPLES
 from tests.fake_translate import FakeTranslate
-from transforms.providers.aws import AwsTranslate
-from transforms.providers.base import ErrorKind, Request
-from transforms.store import read_store_rows
+from polycap.transforms.providers.aws import AwsTranslate
+from polycap.transforms.providers.base import ErrorKind, Request
+from polycap.transforms.store import read_store_rows
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
 INPUTS = json.dumps(
@@ -158,7 +158,7 @@ def test_missing_credentials_are_a_clear_error_before_running(tmp_path, monkeypa
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    from pipeline.errors import ConfigError
+    from polycap.transforms.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^translation.provider: aws needs credentials"):
         _run(tmp_path, FakeTranslate({}))

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import respx
 
-from pipeline.config import GoogleConfig
-from transforms.providers.base import ErrorKind, Request
-from transforms.providers.google import GoogleTranslate
+from polycap.pipeline.config import GoogleConfig
+from polycap.transforms.providers.base import ErrorKind, Request
+from polycap.transforms.providers.google import GoogleTranslate
 
 URL = "https://translate.googleapis.com/translate_a/single"
 
@@ -119,7 +119,7 @@ def test_unknown_language_is_refused():
 
 @respx.mock
 def test_a_run_through_google_overlaps_batches_under_one_limit(tmp_path, multi30k_val):
-    from pipeline import cli
+    from polycap.pipeline import cli
     from tests.conftest import MULTI30K, ROOT
 
     answers = {

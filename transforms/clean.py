@@ -17,9 +17,9 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.config import CleanConfig
-from transforms.outputs import REJECTED, StageOutput
-from transforms.records import Caption, Stage, reject
+from polycap.pipeline.config import CleanConfig
+from polycap.transforms.outputs import REJECTED, StageOutput
+from polycap.transforms.records import Caption, Stage, reject
 
 _WHITESPACE = re.compile(r"\s+")
 _TRAILING_PUNCTUATION = re.compile(r"[\s.!?;:,]+$")

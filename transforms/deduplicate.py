@@ -14,9 +14,9 @@ from typing import Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.clean import match_key
-from transforms.outputs import REJECTED, StageOutput
-from transforms.records import Caption, Stage, reject
+from polycap.transforms.clean import match_key
+from polycap.transforms.outputs import REJECTED, StageOutput
+from polycap.transforms.records import Caption, Stage, reject
 
 
 class Reason(str, enum.Enum):

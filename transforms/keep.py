@@ -28,10 +28,10 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.config import KeepConfig
-from transforms.clean import match_key
-from transforms.outputs import REJECTED, StageOutput
-from transforms.records import Pair, Stage, reject
+from polycap.pipeline.config import KeepConfig
+from polycap.transforms.clean import match_key
+from polycap.transforms.outputs import REJECTED, StageOutput
+from polycap.transforms.records import Pair, Stage, reject
 
 
 class Reason(str, enum.Enum):

@@ -16,9 +16,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquet
 
-from pipeline.config import MemoryConfig, MemoryFormat
-from pipeline.errors import ConfigError, InputError
-from transforms.records import MemoryEntry
+from polycap.pipeline.config import MemoryConfig, MemoryFormat
+from polycap.transforms.errors import ConfigError, InputError
+from polycap.transforms.records import MemoryEntry
 
 PARQUET_COLUMNS = ["source_lang", "target_lang", "source_text", "translated_text"]
 

@@ -26,10 +26,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.config import PropnConfig, SampleConfig
-from transforms.propn import DropProperNounCaptions, load_spacy_tagger
-from transforms.records import Caption, Stage
-from transforms.sample import sample_keys, sample_rank
+from polycap.pipeline.config import PropnConfig, SampleConfig
+from polycap.transforms.propn import DropProperNounCaptions, load_spacy_tagger
+from polycap.transforms.records import Caption, Stage
+from polycap.transforms.sample import sample_keys, sample_rank
 
 TAG, SKIP = 0, 1
 

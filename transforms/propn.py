@@ -26,10 +26,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from pipeline.config import PropnConfig
-from pipeline.errors import ConfigError
-from transforms.outputs import FAILED, REJECTED, StageOutput
-from transforms.records import Caption, Failed, Stage, fail, failed_batch, reject
+from polycap.pipeline.config import PropnConfig
+from polycap.transforms.errors import ConfigError
+from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
+from polycap.transforms.records import Caption, Failed, Stage, fail, failed_batch, reject
 
 # What POS tagging needs: tagger + attribute_ruler (English: tag_ -> pos_) or a morphologizer
 # (most other spaCy languages), and the tok2vec they listen to.

@@ -28,9 +28,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.config import InputConfig, InputFormat
-from transforms.outputs import FAILED, REJECTED, StageOutput
-from transforms.records import Caption, Failed, Rejected, Stage, reject
+from polycap.pipeline.config import InputConfig, InputFormat
+from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
+from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
 
 KEPT = "kept"
 NAMESPACE = "read"

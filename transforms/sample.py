@@ -16,8 +16,8 @@ from typing import Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.config import SampleConfig
-from transforms.records import Caption, Pair
+from polycap.pipeline.config import SampleConfig
+from polycap.transforms.records import Caption, Pair
 
 _SHARED = "*"
 

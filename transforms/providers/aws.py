@@ -13,8 +13,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from pipeline.config import AwsConfig
-from transforms.providers.base import ErrorKind, Outcome, Provider, RateLimiter, Request
+from polycap.pipeline.config import AwsConfig
+from polycap.transforms.providers.base import ErrorKind, Outcome, Provider, RateLimiter, Request
 
 # TranslateText takes at most 10,000 bytes of text; the clean stage rejects longer captions.
 MAX_REQUEST_BYTES = 10_000

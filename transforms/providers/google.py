@@ -16,9 +16,9 @@ import re
 import threading
 from typing import Optional, Sequence
 
-from pipeline.config import GoogleConfig
-from transforms.clean import match_key
-from transforms.providers.base import ErrorKind, Outcome, Provider, Request
+from polycap.pipeline.config import GoogleConfig
+from polycap.transforms.clean import match_key
+from polycap.transforms.providers.base import ErrorKind, Outcome, Provider, Request
 
 _STATUS = re.compile(r'status code "(\d{3})"')
 # Our codes -> googletrans' where they differ.

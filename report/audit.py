@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import runfacts
-from pipeline.errors import InputError
-from transforms.keep import Reason as KeepReason
-from transforms.records import Stage
-from transforms.store import read_store_rows
-from transforms.write import ACCEPTED_SCHEMA, COUNTS_FILE, FAILED_SCHEMA, REJECTED_SCHEMA
+from polycap.report import runfacts
+from polycap.transforms.errors import InputError
+from polycap.transforms.keep import Reason as KeepReason
+from polycap.transforms.records import Stage
+from polycap.transforms.store import read_store_rows
+from polycap.transforms.write import ACCEPTED_SCHEMA, COUNTS_FILE, FAILED_SCHEMA, REJECTED_SCHEMA
 
 AUDIT_JSON = "audit/audit.json"
 AUDIT_HTML = "audit/audit.html"
@@ -440,12 +440,12 @@ def compute(root: str) -> dict:
 
 def write_report(root: str, audit: dict) -> dict:
     """Write ``audit`` as ``audit/audit.json`` and ``audit/audit.html`` under ``root``."""
-    from pipeline import report  # matplotlib loads only when a report is drawn
+    from polycap.report import html  # matplotlib loads only when a report is drawn
 
     root = root.rstrip("/")
     for path, text in (
         (f"{root}/{AUDIT_JSON}", json.dumps(audit, indent=2, ensure_ascii=False)),
-        (f"{root}/{AUDIT_HTML}", report.render(audit)),
+        (f"{root}/{AUDIT_HTML}", html.render(audit)),
     ):
         with FileSystems.create(path) as stream:
             stream.write(text.encode("utf-8"))

@@ -39,12 +39,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import pairs as parallel
-from pipeline import runfacts
-from pipeline.config import ScoreConfig
-from pipeline.errors import ConfigError, InputError
-from transforms import score
-from transforms.clean import match_key
+from polycap.report import pairs_audit as parallel
+from polycap.report import runfacts
+from polycap.pipeline.config import ScoreConfig
+from polycap.transforms.errors import ConfigError, InputError
+from polycap.transforms import score
+from polycap.transforms.clean import match_key
 
 MIN_AUC = 0.6  # under it the "true" pairs are not translations the scorer recognises
 MIN_PAIRS = 20  # fewer true pairs give no usable estimate
@@ -310,7 +310,7 @@ def fragment(calibration: dict) -> Optional[str]:
 def write(output: str, calibration: dict) -> dict:
     """Write ``calibration.json``, ``calibration.html`` and (when usable) ``keep.yaml`` under
     ``output``; returns {kind: path} of what was written."""
-    from pipeline import report  # matplotlib loads only when a report is drawn
+    from polycap.report import html  # matplotlib loads only when a report is drawn
 
     output = output.rstrip("/")
     texts = {
@@ -318,7 +318,7 @@ def write(output: str, calibration: dict) -> dict:
             f"{output}/calibration.json",
             json.dumps(calibration, indent=2, ensure_ascii=False),
         ),
-        "html": (f"{output}/calibration.html", report.render_calibration(calibration)),
+        "html": (f"{output}/calibration.html", html.render_calibration(calibration)),
     }
     yaml_text = fragment(calibration)
     if yaml_text is not None:

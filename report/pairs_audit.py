@@ -28,13 +28,13 @@ import pyarrow.json
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import audit, runfacts
-from pipeline.config import MemoryConfig, MemoryFormat, ScoreBackend, ScoreConfig
-from pipeline.errors import ConfigError, InputError
-from transforms import score
-from transforms.clean import match_key
-from transforms.memory import aligned_files
-from transforms.records import Stage
+from polycap.report import audit, runfacts
+from polycap.pipeline.config import MemoryConfig, MemoryFormat, ScoreBackend, ScoreConfig
+from polycap.transforms.errors import ConfigError, InputError
+from polycap.transforms import score
+from polycap.transforms.clean import match_key
+from polycap.transforms.memory import aligned_files
+from polycap.transforms.records import Stage
 
 _READERS: dict[str, Callable[[io.BytesIO], pa.Table]] = {
     ".parquet": pq.read_table,

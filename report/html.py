@@ -13,7 +13,7 @@ import json
 import re
 from typing import Iterable, Optional, Sequence
 
-from pipeline import plots
+from polycap.report import plots
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1d2a35;
