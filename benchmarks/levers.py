@@ -183,14 +183,14 @@ def preselect_levers(args, repo: Path, bench: corpus.Corpus, logs: Path) -> list
 
 def translation_levers(args, repo: Path, workdir: Path, logs: Path) -> list[dict]:
     """The translate stage against the 50 ms server with fewer provider buckets (scratch copies
-    with ``PROVIDER_BUCKETS`` edited in ``transforms/translate.py``)."""
+    with ``PROVIDER_BUCKETS`` edited in ``transforms/provider_calls.py``)."""
     rows = []
     line = "PROVIDER_BUCKETS = 64\n"
     for buckets in (64, 8, 2):
         checkout = repo
         if buckets != 64:
             checkout = scratch_copy(repo, workdir / f"scratch-buckets-{buckets}")
-            module = checkout / "transforms" / "translate.py"
+            module = checkout / "transforms" / "provider_calls.py"
             text = module.read_text(encoding="utf-8")
             if text.count(line) != 1:
                 return rows + [{"lever": "provider buckets", "skipped": f"no line {line.strip()!r}"}]

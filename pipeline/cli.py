@@ -27,7 +27,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from polycap.pipeline import config, graph
-
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms.errors import ConfigError, PolycapError
 from polycap.transforms.write import DRY_RUN_FILE

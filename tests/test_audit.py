@@ -21,9 +21,9 @@ import pytest
 
 from polycap.pipeline import cli
 
-from polycap.report import audit, pairs_audit as pairs, runfacts
-from polycap.pipeline.config import ScoreConfig
-from polycap.transforms.score import load_encoder
+from polycap.report import audit, pairs_audit, runfacts
+from polycap.transforms.encoders import ScoreConfig
+from polycap.transforms.encoders import load_encoder
 from tests.conftest import MULTI30K, ROOT
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -310,13 +310,13 @@ def _row(caption_id, lang, outcome, similarity=None, stage=None, reason=None, pr
             "stage": stage, "reason": reason}
 
 
-def _outcome(rows, run=None, languages=("de",)):
+def _audited(rows, run=None, languages=("de",)):
     sampled = Counter(r["target_lang"] for r in rows if r["target_lang"])
     eligible = max(sampled.values(), default=0)
     read = eligible + sum(r["target_lang"] is None for r in rows)
     counted = {"read": read, "eligible": eligible, "languages": list(languages),
                "sampled": dict(sampled)}
-    return audit.Outcome("mem://x", "run", rows, counted, run or {})
+    return audit.Audited("mem://x", "run", rows, counted, run or {})
 
 
 def test_top_fraction_runs_draw_where_the_fraction_ended_and_untranslated_pairs_are_not_examples():
@@ -327,7 +327,7 @@ def test_top_fraction_runs_draw_where_the_fraction_ended_and_untranslated_pairs_
         _row("d", "de", "rejected", 0.99, "keep", "untranslated", translated="a dog runs on the beach"),
     ]
     result = audit.analyse(
-        _outcome(rows, {"config": {"keep": {"keep_top_fraction": 0.5, "min_similarity": None}}})
+        _audited(rows, {"config": {"keep": {"keep_top_fraction": 0.5, "min_similarity": None}}})
     )
     numbers = result["languages"]["de"]
     assert numbers["threshold"] == 0.7
@@ -341,7 +341,7 @@ def test_propn_removals_are_shown_nearest_the_cut_off_and_most_proper_nouns():
     removed = [_row(f"gcc:{i}", None, "rejected", stage="propn", reason="propn",
                     propn_ratio=0.8 + i / 100, dataset="gcc") for i in range(15)]
     rows = removed + [_row("coco:1", "de", "accepted", 0.8, propn_ratio=0.25)]
-    propn = audit.analyse(_outcome(rows, {"config": {"propn": {"max_propn_ratio": 0.8}}}))["propn"]
+    propn = audit.analyse(_audited(rows, {"config": {"propn": {"max_propn_ratio": 0.8}}}))["propn"]
     shown = [e["caption_id"] for e in propn["removed_examples"]]
     assert shown == [f"gcc:{i}" for i in (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)]
     assert propn["removed"] == 15 and sum(propn["histogram"]["removed"]) == 15
@@ -353,7 +353,7 @@ def test_without_pipeline_counts_a_paid_provider_is_estimated_from_the_rows():
             _row("b", "de", "accepted", 0.9, provider="memory"),
             _row("c", "de", "accepted", 0.9, provider="aws", source="y" * 10)]
     run = {"config": {"translation": {"provider": "aws", "price_per_million_chars": 15.0}}}
-    translation = audit.analyse(_outcome(rows, run))["translation"]
+    translation = audit.analyse(_audited(rows, run))["translation"]
     assert translation["counted_by"] == "output rows (estimate)"
     assert translation["languages"]["de"] == {
         "memory_hits": 1, "store_hits": None, "provider_calls": 2, "characters_billed": 1010,
@@ -365,7 +365,7 @@ def test_the_pipelines_lookup_counts_and_the_runs_store_rows_are_the_translation
     from polycap.transforms import store
 
     rows = [_row("a", "de", "accepted", 0.9, provider="aws"), _row("b", "fr", "accepted", 0.9)]
-    outcome = _outcome(rows, languages=("de", "fr"))
+    outcome = _audited(rows, languages=("de", "fr"))
     paid = lambda key, run_id, characters: dict(
         provider="aws", lookup_key=key, source_lang="en", target_lang="de", source_text="x",
         translated_text="y", untranslated=False, characters=characters, run_id=run_id)
@@ -388,14 +388,14 @@ def test_the_pipelines_lookup_counts_and_the_runs_store_rows_are_the_translation
 
 def test_an_unknown_price_is_an_unknown_cost_not_zero():
     rows = [_row("a", "de", "accepted", 0.9, provider="mystery", source="x" * 10)]
-    translation = audit.analyse(_outcome(rows))["translation"]
+    translation = audit.analyse(_audited(rows))["translation"]
     assert translation["languages"]["de"]["estimated_cost_usd"] is None
     assert translation["totals"]["estimated_cost_usd"] is None
 
 
 def test_a_broken_law_is_a_failed_check():
     rows = [_row("a", "de", "accepted", 0.9)]
-    outcome = _outcome(rows)
+    outcome = _audited(rows)
     outcome.counted["sampled"]["de"] = 2
     result = audit.analyse(outcome)
     assert not result["ok"] and not result["checks"]["de: sampled = accepted + rejected + failed"]
@@ -472,7 +472,7 @@ def usem3():
 
 
 @pytest.fixture(scope="module")
-def pairs_audit(parallel_files, tmp_path_factory):
+def pairs_report(parallel_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("pairs-report")
     code = cli.main(
         [
@@ -494,8 +494,8 @@ def pairs_audit(parallel_files, tmp_path_factory):
     return output, json.loads((output / "audit" / "audit.json").read_text())
 
 
-def test_pairs_audit_counts_scores_and_reports(pairs_audit):
-    output, result = pairs_audit
+def test_pairs_audit_counts_scores_and_reports(pairs_report):
+    output, result = pairs_report
     assert result["mode"] == "pairs"
     assert result["input"]["read"] == N_PAIRS + 2
     assert result["input"]["invalid_by_reason"] == {"empty": 1}
@@ -518,10 +518,10 @@ def test_pairs_audit_counts_scores_and_reports(pairs_audit):
 
 @pytest.mark.parametrize("name", ["val.csv", "val.jsonl"])
 def test_pairs_audit_reads_csv_and_json_lines_alike(
-    pairs_audit, parallel_files, tmp_path, name, usem3
+    pairs_report, parallel_files, tmp_path, name, usem3
 ):
-    _, expected = pairs_audit
-    result = pairs.audit_pairs(
+    _, expected = pairs_report
+    result = pairs_audit.audit_pairs(
         str(tmp_path),
         str(parallel_files / name),
         "de",
@@ -536,7 +536,7 @@ def test_pairs_audit_reads_csv_and_json_lines_alike(
 
 
 def test_pairs_audit_reads_aligned_text_files(tmp_path, usem3):
-    result = pairs.audit_pairs(
+    result = pairs_audit.audit_pairs(
         str(tmp_path), str(MULTI30K / "test_2017_mscoco.en"), "fr", load=usem3
     )
     fr = result["languages"]["fr"]
@@ -585,11 +585,11 @@ def test_pairs_audit_errors_are_one_line(parallel_files, tmp_path, capsys):
     ],
 )
 def test_scorer_option(spec, backend, model):
-    cfg = pairs.scorer_config(spec)
+    cfg = pairs_audit.scorer_config(spec)
     assert (cfg.backend.value, cfg.model) == (backend, model)
 
 
 @pytest.mark.parametrize("spec", ["laser", "sentence-transformers"])
 def test_bad_scorer_option_names_the_option(spec):
     with pytest.raises(Exception, match="--scorer"):
-        pairs.scorer_config(spec)
+        pairs_audit.scorer_config(spec)

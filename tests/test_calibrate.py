@@ -13,10 +13,10 @@ import yaml
 from polycap.pipeline import cli, config
 
 from polycap.report import calibrate
-from polycap.pipeline.config import ScoreConfig
+from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from tests.conftest import MULTI30K, ROOT
-from polycap.transforms.score import load_encoder
+from polycap.transforms.encoders import load_encoder
 
 VAL = str(MULTI30K / "val.en")
 

@@ -3,9 +3,9 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import CleanConfig
+from polycap.transforms.clean import CleanCaptions, CleanConfig, Reason, judge
+from polycap.transforms.text import match_key, normalise
 from tests.conftest import caption, local_pipeline
-from polycap.transforms.clean import CleanCaptions, Reason, judge, match_key, normalise
 
 
 @pytest.mark.parametrize(

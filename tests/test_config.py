@@ -3,7 +3,7 @@ import textwrap
 import pytest
 
 from polycap.pipeline import config
-from polycap.pipeline.config import ScoreBackend
+from polycap.transforms.encoders import ScoreBackend
 from polycap.transforms.errors import ConfigError
 
 MINIMAL = {

@@ -6,9 +6,9 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import KeepConfig
+from polycap.transforms.keep import KeepConfig
 from tests.conftest import MULTI30K, local_pipeline, pair
-from polycap.transforms.keep import KeepPairs, is_untranslated, rank_key, top_count
+from polycap.transforms.keep import KeepPairs, rank_key, top_count
 
 
 def _multi30k(lang: str, count: int) -> list[str]:
@@ -29,20 +29,6 @@ def _multi30k(lang: str, count: int) -> list[str]:
 )
 def test_top_count(fraction, n, count):
     assert top_count(fraction, n) == count
-
-
-@pytest.mark.parametrize(
-    "source, translation, untranslated",
-    [
-        ("A man riding a horse.", "a man  riding a horse", True),
-        ("Two dogs play in the snow", "TWO DOGS PLAY IN THE SNOW !", True),
-        ("Two dogs play in the snow", None, True),
-        ("Two dogs play in the snow", "Zwei Hunde spielen im Schnee", False),
-        ("A man riding a horse.", "A man riding a horse cart.", False),
-    ],
-)
-def test_is_untranslated(source, translation, untranslated):
-    assert is_untranslated(pair("x", source, translated_text=translation)) is untranslated
 
 
 def test_rank_key_puts_higher_similarity_then_smaller_id_first():

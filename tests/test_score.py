@@ -8,20 +8,18 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import ScoreBackend, ScoreConfig
+from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError
 from tests.conftest import MULTI30K, SAMPLES, local_pipeline, pair
-from polycap.transforms.score import (
+from polycap.transforms.encoders import (
     USEM3_LANGUAGES,
-    PairEncoderHandler,
-    ScorePairs,
     check_languages,
     cosine_rows,
     load_encoder,
     similarities,
     supported_languages,
-    unscorable,
 )
+from polycap.transforms.score import PairEncoderHandler, ScorePairs, unscorable
 
 USE_CFG = ScoreConfig(backend=ScoreBackend.USE_MULTILINGUAL)
 

@@ -4,12 +4,13 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import MemoryConfig, TranslationConfig
 from polycap.transforms.errors import ConfigError, InputError
-from tests.conftest import MULTI30K, local_pipeline, pair
-from polycap.transforms.memory import ReadTranslationMemory, aligned_files
+from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
 from polycap.transforms.records import MemoryEntry
-from polycap.transforms.translate import TranslateCaptions
+from polycap.transforms.translate import TranslateCaptions, TranslationConfig
+from tests.conftest import MULTI30K, local_pipeline, pair
+
+KEY = "translation.memory[0].path"
 
 
 def _parallel(pattern):
@@ -17,7 +18,7 @@ def _parallel(pattern):
 
 
 def test_aligned_files_pair_each_source_with_the_targets_beside_it():
-    found = aligned_files("key", _parallel(MULTI30K / "*.en"), "en", ["de", "cs"])
+    found = aligned_files(str(MULTI30K / "*.en"), "key", "en", ["de", "cs"])
     names = sorted((f.source_path.rsplit("/", 1)[1], f.target_path.rsplit("/", 1)[1]) for f in found)
     # test_2017_* splits have no Czech side.
     assert ("test_2017_mscoco.en", "test_2017_mscoco.de") in names
@@ -29,12 +30,12 @@ def test_misaligned_parallel_files_are_a_clear_error(tmp_path, multi30k_val):
     (tmp_path / "val.en").write_text("\n".join(multi30k_val["en"][:10]) + "\n", encoding="utf-8")
     (tmp_path / "val.de").write_text("\n".join(multi30k_val["de"][:9]) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"val.en has 10 lines but .*val.de has 9"):
-        aligned_files("translation.memory[0].path", _parallel(tmp_path / "*.en"), "en", ["de"])
+        aligned_files(str(tmp_path / "*.en"), KEY, "en", ["de"])
 
 
 def test_a_memory_that_matches_nothing_names_its_key(tmp_path):
     with pytest.raises(ConfigError, match=r"^translation.memory\[0\].path: no file matches"):
-        aligned_files("translation.memory[0].path", _parallel(tmp_path / "*.en"), "en", ["de"])
+        aligned_files(str(tmp_path / "*.en"), KEY, "en", ["de"])
 
 
 def test_memory_reads_parallel_text_and_parquet(tmp_path, multi30k_val):
@@ -52,7 +53,7 @@ def test_memory_reads_parallel_text_and_parquet(tmp_path, multi30k_val):
         MemoryConfig(format="parquet", path=str(tmp_path / "*.parquet")),
     ]
     with local_pipeline() as pipeline:
-        entries = pipeline | ReadTranslationMemory(memories, "en", ["de", "it"])
+        entries = (pipeline | ReadTranslationMemory(memories, "en", ["de", "it"])).kept
         assert_that(
             entries | beam.Map(lambda e: e.target_lang) | beam.combiners.Count.PerElement(),
             equal_to([("de", len(multi30k_val["en"])), ("it", 1)]),

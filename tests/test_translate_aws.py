@@ -6,7 +6,7 @@ import json
 import pytest
 
 from polycap.pipeline import cli
-from polycap.pipeline.config import AwsConfig
+from polycap.transforms.providers.aws import AwsConfig
 from tests.conftest import MULTI30K, ROOT, SAMPLES
 from tests.fake_translate import FakeTranslate
 from polycap.transforms.providers.aws import AwsTranslate

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from polycap.pipeline.config import GoogleConfig
+from polycap.transforms.providers.google import GoogleConfig
 from polycap.transforms.providers.base import ErrorKind, Request
 from polycap.transforms.providers.google import GoogleTranslate
 

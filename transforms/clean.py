@@ -10,19 +10,23 @@ takes at most 10,000 bytes per request, so a caption over it could never be sent
 from __future__ import annotations
 
 import enum
-import re
-import unicodedata
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from pydantic import Field
 
-from polycap.pipeline.config import CleanConfig
 from polycap.transforms.outputs import REJECTED, StageOutput
+from polycap.transforms.providers.aws import MAX_REQUEST_BYTES
 from polycap.transforms.records import Caption, Stage, reject
+from polycap.transforms.section import Section
+from polycap.transforms.text import normalise
 
-_WHITESPACE = re.compile(r"\s+")
-_TRAILING_PUNCTUATION = re.compile(r"[\s.!?;:,]+$")
+
+class CleanConfig(Section):
+    min_words: int = Field(default=3, ge=1)
+    # A caption over AWS Translate's request limit could never be sent.
+    max_bytes: int = Field(default=1_000, ge=1, le=MAX_REQUEST_BYTES)
 
 
 class Reason(str, enum.Enum):
@@ -30,23 +34,6 @@ class Reason(str, enum.Enum):
     NOT_TEXT = "not_text"
     TOO_SHORT = "too_short"
     TOO_LONG = "too_long"
-
-
-def normalise(text: str) -> str:
-    """NFC, control/format characters dropped (whitespace ones become spaces), spaces collapsed."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(
-        " " if char.isspace() else char
-        for char in text
-        if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")
-    )
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-def match_key(text: str) -> str:
-    """The key two captions are "the same text" under: normalised, casefolded, without final
-    punctuation. De-duplication, the translation memory and the untranslated check all use it."""
-    return _TRAILING_PUNCTUATION.sub("", normalise(text).casefold())
 
 
 def judge(text: str, cfg: CleanConfig) -> Optional[Reason]:

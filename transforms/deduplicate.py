@@ -14,7 +14,7 @@ from typing import Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from polycap.transforms.clean import match_key
+from polycap.transforms.text import match_key
 from polycap.transforms.outputs import REJECTED, StageOutput
 from polycap.transforms.records import Caption, Stage, reject
 

@@ -3,9 +3,9 @@
 PCollection[Pair] (scored) -> StageOutput:
 - ``kept``: the accepted Pairs;
 - ``rejected``: Rejected, stage ``keep``, with the pair's similarity, reason
-  - ``untranslated``: the translation is the source text again (``clean.match_key`` equal:
-    case, spacing and final punctuation ignored) or missing; judged first, whatever the score
-    (a provider that echoes the source would score ~1.0);
+  - ``untranslated``: the translation is the source text again or missing
+    (``text.is_untranslated``); judged first, whatever the score (a provider that echoes the
+    source would score ~1.0);
   - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
     its target language; a pair without a finite similarity is never accepted.
 
@@ -27,23 +27,30 @@ from typing import Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from pydantic import Field, model_validator
 
-from polycap.pipeline.config import KeepConfig
-from polycap.transforms.clean import match_key
-from polycap.transforms.outputs import REJECTED, StageOutput
+from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
+from polycap.transforms.section import Section
+from polycap.transforms.text import is_untranslated
+
+
+class KeepConfig(Section):
+    """Accept where similarity >= ``min_similarity``, or the best ``keep_top_fraction``."""
+
+    min_similarity: Optional[float] = Field(default=None, ge=-1.0, le=1.0)
+    keep_top_fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _exactly_one_rule(self) -> "KeepConfig":
+        if (self.min_similarity is None) == (self.keep_top_fraction is None):
+            raise ValueError("set exactly one of min_similarity and keep_top_fraction")
+        return self
 
 
 class Reason(str, enum.Enum):
     UNTRANSLATED = "untranslated"
     LOW_SIMILARITY = "low_similarity"
-
-
-def is_untranslated(pair: Pair) -> bool:
-    """True when there is no translation or it is the source text under ``match_key``."""
-    if not isinstance(pair.translated_text, str):
-        return True
-    return match_key(pair.translated_text) == match_key(pair.source_text)
 
 
 def is_scored(pair: Pair) -> bool:
@@ -86,11 +93,11 @@ class _DecideFn(beam.DoFn):
 
     def __init__(self, min_similarity: Optional[float]):
         self._min = min_similarity
-        self._kept = Metrics.counter(Stage.KEEP.value, "kept")
+        self._kept = Metrics.counter(Stage.KEEP.value, KEPT)
         self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in Reason}
 
     def _reason(self, pair: Pair, cutoffs) -> Optional[Reason]:
-        if is_untranslated(pair):
+        if is_untranslated(pair.source_text, pair.translated_text):
             return Reason.UNTRANSLATED
         if not is_scored(pair):
             return Reason.LOW_SIMILARITY
@@ -122,15 +129,18 @@ class KeepPairs(beam.PTransform):
         if self._cfg.keep_top_fraction is None:
             decided = pairs | "Threshold" >> beam.ParDo(
                 _DecideFn(self._cfg.min_similarity)
-            ).with_outputs(REJECTED, main="kept")
+            ).with_outputs(REJECTED, main=KEPT)
         else:
             cutoffs = (
                 pairs
-                | "Rankable" >> beam.Filter(lambda p: is_scored(p) and not is_untranslated(p))
+                | "Rankable"
+                >> beam.Filter(
+                    lambda p: is_scored(p) and not is_untranslated(p.source_text, p.translated_text)
+                )
                 | "RankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
                 | "Cutoff" >> beam.CombinePerKey(_Cutoff(self._cfg.keep_top_fraction))
             )
             decided = pairs | "TopFraction" >> beam.ParDo(
                 _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
-            ).with_outputs(REJECTED, main="kept")
-        return StageOutput(kept=decided.kept, rejected=decided[REJECTED])
+            ).with_outputs(REJECTED, main=KEPT)
+        return StageOutput(kept=decided[KEPT], rejected=decided[REJECTED])

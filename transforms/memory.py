@@ -9,18 +9,38 @@ Out: PCollection[MemoryEntry], only for the configured source and target languag
 
 from __future__ import annotations
 
-import io
+import enum
 from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquet
+from pydantic import Field
 
-from polycap.pipeline.config import MemoryConfig, MemoryFormat
-from polycap.transforms.errors import ConfigError, InputError
+from polycap.transforms.errors import ConfigError, InputError, PolycapError
+from polycap.transforms.files import count_lines, matched_paths, read_lines
+from polycap.transforms.outputs import StageOutput
 from polycap.transforms.records import MemoryEntry
+from polycap.transforms.section import Section
 
 PARQUET_COLUMNS = ["source_lang", "target_lang", "source_text", "translated_text"]
+
+
+class MemoryFormat(str, enum.Enum):
+    PARALLEL_TEXT = "parallel_text"
+    PARQUET = "parquet"
+
+
+class MemoryConfig(Section):
+    """One item of ``translation.memory``: human translations.
+
+    ``parallel_text``: ``path`` globs the source-language files (``.../val.en``); each
+    ``X.<source_lang>`` pairs line by line with ``X.<target>`` for every configured target that
+    exists. ``parquet``: files with ``source_lang, target_lang, source_text, translated_text``.
+    """
+
+    format: MemoryFormat
+    path: str = Field(min_length=1)
 
 
 class AlignedFiles(NamedTuple):
@@ -30,45 +50,32 @@ class AlignedFiles(NamedTuple):
     target_lang: str
 
 
-def _lines(path: str) -> Iterator[str]:
-    with FileSystems.open(path) as raw:
-        for line in io.TextIOWrapper(raw, encoding="utf-8"):
-            yield line.rstrip("\r\n")
-
-
-def _count_lines(path: str) -> int:
-    return sum(1 for _ in _lines(path))
-
-
-def _matched_paths(key: str, pattern: str) -> list[str]:
-    try:
-        matches = FileSystems.match([pattern])[0].metadata_list
-    except Exception as error:  # Beam raises BeamIOError or the filesystem's own errors
-        raise ConfigError(f"{key}: cannot list {pattern!r}: {error}") from None
-    if not matches:
-        raise ConfigError(f"{key}: no file matches {pattern!r}")
-    return sorted(metadata.path for metadata in matches)
-
-
 def aligned_files(
-    key: str, cfg: MemoryConfig, source_lang: str, languages: Sequence[str]
+    pattern: str,
+    named_by: str,
+    source_lang: str,
+    languages: Sequence[str],
+    error: type[PolycapError] = ConfigError,
 ) -> list[AlignedFiles]:
-    """The (source, target) file pairs of a ``parallel_text`` memory, checked for alignment."""
+    """The (source, target) file pairs of parallel text files: each ``X.<source_lang>`` that
+    ``pattern`` matches with every ``X.<lang>`` of ``languages`` beside it, checked to have as
+    many lines (``files.read_lines``). ``error`` names ``named_by`` for a pattern that matches
+    nothing or a file without the source suffix; misaligned files are an ``InputError``."""
     suffix = f".{source_lang}"
     found = []
-    for source_path in _matched_paths(key, cfg.path):
+    for source_path in matched_paths(pattern, named_by, error):
         if not source_path.endswith(suffix):
-            raise ConfigError(f"{key}: {source_path} does not end in {suffix!r}")
+            raise error(f"{named_by}: {source_path} does not end in {suffix!r}")
         source_lines = None
         for target_lang in languages:
             target_path = source_path[: -len(suffix)] + f".{target_lang}"
             if not FileSystems.exists(target_path):
                 continue
-            source_lines = source_lines if source_lines is not None else _count_lines(source_path)
-            target_lines = _count_lines(target_path)
+            source_lines = source_lines if source_lines is not None else count_lines(source_path)
+            target_lines = count_lines(target_path)
             if target_lines != source_lines:
                 raise InputError(
-                    f"{key}: {source_path} has {source_lines} lines but {target_path} has "
+                    f"{named_by}: {source_path} has {source_lines} lines but {target_path} has "
                     f"{target_lines}; parallel files must be aligned line by line"
                 )
             found.append(AlignedFiles(source_path, target_path, source_lang, target_lang))
@@ -76,13 +83,16 @@ def aligned_files(
 
 
 def read_aligned(files: AlignedFiles) -> Iterator[MemoryEntry]:
-    for source_text, translated_text in zip(_lines(files.source_path), _lines(files.target_path)):
+    lines = zip(read_lines(files.source_path), read_lines(files.target_path), strict=True)
+    for source_text, translated_text in lines:
         if source_text.strip() and translated_text.strip():
             yield MemoryEntry(files.source_lang, files.target_lang, source_text, translated_text)
 
 
 class ReadTranslationMemory(beam.PTransform):
-    """PBegin -> PCollection[MemoryEntry] from every configured memory."""
+    """PBegin -> StageOutput(kept=PCollection[MemoryEntry]) from every configured memory, only
+    for the configured source and target languages. Rejects nothing: a memory that cannot be
+    listed or is misaligned is an error before the pipeline runs."""
 
     def __init__(self, memories: Sequence[MemoryConfig], source_lang: str, languages: Sequence[str]):
         super().__init__()
@@ -95,23 +105,23 @@ class ReadTranslationMemory(beam.PTransform):
         for index, memory in enumerate(self._memories):
             key = f"translation.memory[{index}].path"
             if memory.format is MemoryFormat.PARALLEL_TEXT:
-                files = aligned_files(key, memory, self._source_lang, self._languages)
+                files = aligned_files(memory.path, key, self._source_lang, self._languages)
                 parts.append(
                     pbegin
                     | f"ListAligned{index}" >> beam.Create(files)
                     | f"ReadAligned{index}" >> beam.FlatMap(read_aligned).with_output_types(MemoryEntry)
                 )
             else:
-                _matched_paths(key, memory.path)
+                matched_paths(memory.path, key)
                 parts.append(
                     pbegin
                     | f"ReadParquet{index}" >> ReadFromParquet(memory.path, columns=PARQUET_COLUMNS)
                     | f"ToEntries{index}" >> beam.Map(lambda row: MemoryEntry(**row)).with_output_types(MemoryEntry)
                 )
         if not parts:
-            return pbegin | "NoMemory" >> beam.Create([]).with_output_types(MemoryEntry)
+            return StageOutput(kept=pbegin | "NoMemory" >> beam.Create([]).with_output_types(MemoryEntry))
         wanted = set(self._languages)
-        return (
+        entries = (
             parts
             | "FlattenMemories" >> beam.Flatten()
             | "ConfiguredLanguages"
@@ -121,3 +131,4 @@ class ReadTranslationMemory(beam.PTransform):
                 and entry.translated_text is not None
             )
         )
+        return StageOutput(kept=entries)

@@ -1,17 +1,25 @@
-"""What every stage hands on: the rows it kept, and the rows it rejected or could not process."""
+"""What every stage hands on: the rows it kept, the rows it rejected or could not process, and
+what it counted for ``audit/counts.json``. One type for every stage, so the driver wires each the
+same way and nothing a stage decides against can be dropped by forgetting an output."""
 
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
 
+# Tags of a DoFn's outputs, and the counter name of what a stage kept (the other counters of a
+# stage are named by its reasons; namespace: the stage).
+KEPT = "kept"
 REJECTED = "rejected"
 FAILED = "failed"
 
 
 class StageOutput(NamedTuple):
     """``kept`` goes to the next stage; ``rejected`` (``Rejected`` rows) and ``failed``
-    (``Failed`` rows) go to the output. A stage that cannot reject or fail leaves them None."""
+    (``Failed`` rows) go to the output, None where a stage cannot reject or fail. ``counts``:
+    ``(name, value)`` entries of ``audit/counts.json`` the stage computed (what the audit cannot
+    read back from the rows: captions sampled per language, translation look-ups), or None."""
 
     kept: beam.PCollection
     rejected: Optional[beam.PCollection] = None
     failed: Optional[beam.PCollection] = None
+    counts: Optional[beam.PCollection] = None

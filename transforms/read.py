@@ -18,22 +18,36 @@ import contextlib
 import enum
 import itertools
 import json
-import os
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
 import ijson
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from pydantic import Field
 
-from polycap.pipeline.config import InputConfig, InputFormat
-from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
+from polycap.transforms.files import file_stem, stream_lines
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
+from polycap.transforms.section import Section
 
-KEPT = "kept"
-NAMESPACE = "read"
+
+class InputFormat(str, enum.Enum):
+    GCC = "gcc"
+    COCO = "coco"
+    VIZWIZ = "vizwiz"
+    MULTI30K = "multi30k"
+
+
+class InputConfig(Section):
+    """One caption source (an item of ``inputs``): a format and a path or glob on any Beam
+    filesystem."""
+
+    format: InputFormat
+    path: str = Field(min_length=1)
+
+
 _NOTHING_KNOWN = Failed(*[None] * len(Failed._fields))
 _IMAGE_URL_KEYS = {
     InputFormat.COCO: ("coco_url", "flickr_url"),
@@ -54,31 +68,12 @@ class Reason(str, enum.Enum):
 Row = Union[Caption, Rejected]
 
 
-def _stem(path: str) -> str:
-    """``gs://b/dir/val.en`` (or ``val.en.gz``) -> ``val``."""
-    name = FileSystems.split(path)[1]
-    if CompressionTypes.detect_compression_type(name) != CompressionTypes.UNCOMPRESSED:
-        name = os.path.splitext(name)[0]
-    return os.path.splitext(name)[0]
-
-
-def _lines(stream) -> Iterator[tuple[str, bool]]:
-    """(line without its line end, whether it was valid UTF-8) for each line of a binary stream;
-    bytes that are not UTF-8 become U+FFFD."""
-    for raw in iter(stream.readline, b""):
-        raw = raw.rstrip(b"\r\n")
-        try:
-            yield raw.decode("utf-8"), True
-        except UnicodeDecodeError:
-            yield raw.decode("utf-8", errors="replace"), False
-
-
 def read_gcc(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
     """A GCC TSV (``caption<TAB>url``, no header) -> a Caption per line, or ``malformed`` (not
     exactly one tab, or not UTF-8: ``source_text`` is then the whole line)."""
-    stem = _stem(file.metadata.path)
+    stem = file_stem(file.metadata.path)
     with file.open() as stream:
-        for number, (line, utf8) in enumerate(_lines(stream), start=1):
+        for number, (line, utf8) in enumerate(stream_lines(stream), start=1):
             fields = line.split("\t")
             ok = utf8 and len(fields) == 2
             text, url = (fields[0], fields[1]) if ok else (line, None)
@@ -110,7 +105,7 @@ def read_coco_style(fmt: InputFormat, file: fileio.ReadableFile, source_lang: st
     ``malformed`` (no id, or a caption that is not a string: ``source_text`` is then the value
     as JSON), and for VizWiz ``precanned`` before ``rejected_by_annotators``."""
     urls = _image_urls(file, _IMAGE_URL_KEYS[fmt])
-    stem = _stem(file.metadata.path)
+    stem = file_stem(file.metadata.path)
     with file.open() as stream:
         for position, ann in enumerate(ijson.items(stream, "annotations.item", use_float=True), 1):
             ann = ann if isinstance(ann, dict) else {"caption": ann}
@@ -140,13 +135,13 @@ def read_multi30k(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
     line N's image is line N of ``image_splits_<split>.txt`` beside it (its ``#<annotation id>``
     cut off), else None."""
     path = file.metadata.path
-    split = _stem(path)
+    split = file_stem(path)
     splits_path = FileSystems.join(FileSystems.split(path)[0], f"image_splits_{split}.txt")
     has_images = FileSystems.exists(splits_path)
     with file.open() as texts, (
         FileSystems.open(splits_path) if has_images else contextlib.nullcontext()
     ) as images:
-        pairs = itertools.zip_longest(_lines(texts), _lines(images) if images is not None else ())
+        pairs = itertools.zip_longest(stream_lines(texts), stream_lines(images) if images is not None else ())
         for number, (line, image) in enumerate(pairs, start=1):
             if line is None:  # the image list is longer than the text: no more captions
                 return
@@ -166,12 +161,13 @@ def _one_line(error: Exception) -> str:
 
 class _ReadFileFn(beam.DoFn):
     """ReadableFile -> Caption (main), Rejected (``rejected``) and Failed (``failed``) rows,
-    counted in namespace ``read``: ``kept_<dataset>``, ``rejected_<reason>``, ``failed_<reason>``.
-    A JSON file that stops parsing becomes one Failed ``unreadable_file`` row."""
+    counted in namespace ``read`` as ``kept`` or by reason. A JSON file that stops parsing
+    becomes one Failed ``unreadable_file`` row."""
 
     def __init__(self, fmt: InputFormat, source_lang: str):
         self._fmt = InputFormat(fmt)
         self._source_lang = source_lang
+        self._kept = Metrics.counter(Stage.READ.value, KEPT)
 
     def _rows(self, file: fileio.ReadableFile) -> Iterator[Row]:
         if self._fmt is InputFormat.GCC:
@@ -184,14 +180,14 @@ class _ReadFileFn(beam.DoFn):
         try:
             for row in self._rows(file):
                 if isinstance(row, Caption):
-                    Metrics.counter(NAMESPACE, f"kept_{row.dataset}").inc()
+                    self._kept.inc()
                     yield row
                 else:
-                    Metrics.counter(NAMESPACE, f"rejected_{row.reason}").inc()
+                    Metrics.counter(Stage.READ.value, row.reason).inc()
                     yield beam.pvalue.TaggedOutput(REJECTED, row)
         except ijson.JSONError as error:
             # Rows already emitted from this file stay; the rest of the file is one Failed row.
-            Metrics.counter(NAMESPACE, f"failed_{Reason.UNREADABLE_FILE.value}").inc()
+            Metrics.counter(Stage.READ.value, Reason.UNREADABLE_FILE.value).inc()
             path = file.metadata.path
             yield beam.pvalue.TaggedOutput(FAILED, _NOTHING_KNOWN._replace(
                 caption_id=f"file:{path}", dataset=self._fmt.value, source_lang=self._source_lang,
@@ -200,8 +196,9 @@ class _ReadFileFn(beam.DoFn):
 
 
 class ReadCaptions(beam.PTransform):
-    """PBegin -> StageOutput(kept=Caption, rejected=Rejected, failed=Failed), one reader per
-    input (its ``path`` a glob on any Beam filesystem), kept captions reshuffled."""
+    """PBegin -> StageOutput(kept=Caption, rejected=Rejected, failed=Failed, counts=("read", rows
+    read)), one reader per input (its ``path`` a glob on any Beam filesystem), kept captions
+    reshuffled."""
 
     def __init__(self, inputs: Sequence[InputConfig], source_lang: str):
         super().__init__()
@@ -223,9 +220,15 @@ class ReadCaptions(beam.PTransform):
             rejected.append(rows[REJECTED])
             failed.append(rows[FAILED])
         pipeline = pbegin.pipeline
-        return StageOutput(
-            kept=tuple(kept) | "Flatten kept" >> beam.Flatten(pipeline=pipeline)
-            | "Reshuffle" >> beam.Reshuffle(),
-            rejected=tuple(rejected) | "Flatten rejected" >> beam.Flatten(pipeline=pipeline),
-            failed=tuple(failed) | "Flatten failed" >> beam.Flatten(pipeline=pipeline),
+        kept = tuple(kept) | "Flatten kept" >> beam.Flatten(pipeline=pipeline)
+        rejected = tuple(rejected) | "Flatten rejected" >> beam.Flatten(pipeline=pipeline)
+        failed = tuple(failed) | "Flatten failed" >> beam.Flatten(pipeline=pipeline)
+        counts = (
+            (kept, rejected, failed)
+            | "Flatten read" >> beam.Flatten()
+            | "Count read" >> beam.combiners.Count.Globally()
+            | "Name read" >> beam.Map(lambda count: ("read", count))
         )
+        # A few large files must not pin the work to the workers that read them.
+        spread = kept | "Reshuffle" >> beam.Reshuffle()
+        return StageOutput(kept=spread, rejected=rejected, failed=failed, counts=counts)

@@ -27,6 +27,7 @@ class Stage(str, enum.Enum):
     CLEAN = "clean"
     DEDUPLICATE = "deduplicate"
     PROPN = "propn"
+    SAMPLE = "sample"  # rejects nothing: what is not sampled stays eligible
     TRANSLATE = "translate"
     SCORE = "score"
     KEEP = "keep"

@@ -6,20 +6,37 @@ and the caption ids: not on input order, runner, worker count or process. With `
 the rank leaves out the language, so every language gets the same captions. Captions not sampled
 are not rows of the output; the audit counts them as ``eligible - sampled``.
 Holds in memory: N (rank, caption) entries per language on the worker that combines that language.
+
+Because a caption's rank does not depend on anything an earlier stage computes, the captions
+sampling can still choose are known before the PROPN filter runs (``SampleCandidates``): each
+language's ``ceil(N * preselect_margin)`` smallest ranks.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence, Tuple
+import math
+from typing import Iterator, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from pydantic import Field
 
-from polycap.pipeline.config import SampleConfig
-from polycap.transforms.records import Caption, Pair
+from polycap.transforms.outputs import StageOutput
+from polycap.transforms.records import Caption, Pair, Stage
+from polycap.transforms.section import Section
 
 _SHARED = "*"
+
+
+class SampleConfig(Section):
+    per_language: int = Field(ge=1)
+    seed: int = 0
+    shared: bool = False
+    # POS-tag only each language's ceil(per_language * margin) best-ranked captions (all of them
+    # after a shortfall; see propn.py); the sample is the same either way.
+    # null: tag every caption, so the audit's PROPN count covers the whole input.
+    preselect_margin: Optional[float] = Field(default=1.25, ge=1)
 
 
 def sample_rank(seed: int, caption_id: str, lang: str = _SHARED) -> str:
@@ -33,9 +50,51 @@ def sample_keys(cfg: SampleConfig, languages: Sequence[str]) -> tuple[str, ...]:
     return (_SHARED,) if cfg.shared else tuple(languages)
 
 
+def candidate_of(caption: Caption, seed: int, cutoffs: dict, keys: Sequence[str]) -> Iterator[str]:
+    """The sample keys (languages) among whose candidates the caption is. A key absent from
+    ``cutoffs``, or with cutoff None, has no more captions than candidates: all are candidates."""
+    for key in keys:
+        cutoff = cutoffs.get(key)
+        if cutoff is None or sample_rank(seed, caption.caption_id, key) <= cutoff:
+            yield key
+
+
+class SampleCandidates(beam.PTransform):
+    """PCollection[Caption] -> PCollection[(sample key, cutoff rank or None)]: the largest rank
+    among each key's ``ceil(per_language * preselect_margin)`` smallest, None where the key has
+    no more captions than that (every caption is a candidate). Use with ``candidate_of``."""
+
+    def __init__(self, cfg: SampleConfig, languages: Sequence[str]):
+        super().__init__()
+        if cfg.preselect_margin is None:
+            raise ValueError("SampleCandidates needs sample.preselect_margin")
+        self._cfg = cfg
+        self._keys = sample_keys(cfg, languages)
+
+    def expand(self, captions):
+        seed, keys = self._cfg.seed, self._keys
+        per_key = math.ceil(self._cfg.per_language * self._cfg.preselect_margin)
+
+        def ranks(caption: Caption):
+            for key in keys:
+                yield key, sample_rank(seed, caption.caption_id, key)
+
+        def cutoff(keyed_ranks):
+            key, smallest = keyed_ranks
+            return key, max(smallest) if len(smallest) == per_key else None
+
+        return (
+            captions
+            | "Rank" >> beam.FlatMap(ranks).with_output_types(Tuple[str, str])
+            | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(per_key)
+            | "Cutoff" >> beam.Map(cutoff)
+        )
+
+
 class SampleCaptions(beam.PTransform):
-    """PCollection[Caption] -> PCollection[Pair] (translation empty): at most
-    ``per_language`` captions for each target language."""
+    """PCollection[Caption] -> StageOutput(kept=Pair per sampled caption and language, translation
+    empty; counts=("sampled", {language: pairs})): at most ``per_language`` captions for each
+    target language. Samples nothing away as a row: what is not sampled stays eligible."""
 
     def __init__(self, cfg: SampleConfig, languages: Sequence[str]):
         super().__init__()
@@ -52,15 +111,23 @@ class SampleCaptions(beam.PTransform):
 
         def pairs(keyed_sample):
             key, ranked_captions = keyed_sample
+            counter = Metrics.counter(Stage.SAMPLE.value, "sampled")
             for lang in languages if key == _SHARED else (key,):
-                counter = Metrics.counter("sample", f"sampled_{lang}")
                 for _, caption in ranked_captions:
                     counter.inc()
                     yield Pair.for_language(caption, lang)
 
-        return (
+        sampled = (
             captions
             | "Rank" >> beam.FlatMap(ranked).with_output_types(Tuple[str, Tuple[str, Caption]])
             | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(self._cfg.per_language)
             | "ToPairs" >> beam.FlatMap(pairs).with_output_types(Pair)
         )
+        counts = (
+            sampled
+            | "SampledLanguage" >> beam.Map(lambda pair: pair.target_lang)
+            | "CountSampled" >> beam.combiners.Count.PerElement()
+            | "SampledToDict" >> beam.combiners.ToDict()
+            | "SampledNamed" >> beam.Map(lambda counted: ("sampled", counted))
+        )
+        return StageOutput(kept=sampled, counts=counts)

@@ -5,41 +5,61 @@ Pairs, memory entries and store rows meet on ``lookup_key = source_lang, target_
 match_key(text)`` in one CoGroupByKey, so each distinct text is looked up once however many
 captions share it, and neither the memory nor the store has to fit one worker. Several memory
 translations of one text: the smallest string wins, so the choice is deterministic. Texts found
-nowhere ("misses") are spread over ``PROVIDER_BUCKETS`` groups by a hash of their key and sent
-to the provider in batches of ``translation.batch_size``, several batches at once; each batch is
-written to the store before its translations go on (see ``store.py``).
+nowhere ("misses") go to the provider (``provider_calls.py``), which writes every paid batch to
+the store before its translations go on.
 
-Out: translated Pairs (``provider`` = ``memory`` or the online provider); rejected
-``untranslated`` (the provider echoed the source or answered in another language); failed
-``no_translation`` (no provider configured could translate it), ``provider_unavailable``
-(retries exhausted), ``provider_refused`` (the provider refused the text). ``lookups`` counts,
-per distinct text, where it was found: the dry run's estimate and the audit's translation table.
+PCollection[Pair] -> StageOutput:
+- ``kept``: translated Pairs (``provider`` = ``memory`` or the online provider);
+- ``rejected``: ``untranslated`` (the provider echoed the source or answered in another language);
+- ``failed``: ``no_translation`` (no provider configured could translate it),
+  ``provider_unavailable`` (retries exhausted), ``provider_refused`` (the provider refused it);
+- ``counts``: ``("translation", {language: {memory, store, miss, miss_characters}})``: per
+  distinct text, where it was found; the dry run's estimate and the audit's translation table.
 """
 
 from __future__ import annotations
 
-import collections
 import enum
-import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.utils.windowed_value import WindowedValue
+from pydantic import Field
 
-from polycap.pipeline.config import OnlineProvider, TranslationConfig
 from polycap.transforms import store
-from polycap.transforms.clean import match_key
-from polycap.transforms.outputs import FAILED, REJECTED, StageOutput
-from polycap.transforms.providers import make_provider
-from polycap.transforms.providers.base import ErrorKind, Request
+from polycap.transforms.memory import MemoryConfig
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
+from polycap.transforms.provider_calls import Answered, CallProvider
+from polycap.transforms.providers import LIST_PRICES, OnlineProvider, make_provider
+from polycap.transforms.providers.aws import AwsConfig
+from polycap.transforms.providers.base import ErrorKind
+from polycap.transforms.providers.google import GoogleConfig
 from polycap.transforms.records import Failed, Pair, Rejected, Stage, fail, reject
+from polycap.transforms.section import Section
+from polycap.transforms.text import match_key
 
 MEMORY_PROVIDER = "memory"
-PROVIDER_BUCKETS = 64
 MISSES = "misses"
 LOOKUPS = "lookups"
+
+
+class TranslationConfig(Section):
+    memory: tuple[MemoryConfig, ...] = ()
+    provider: OnlineProvider = OnlineProvider.NONE
+    # URI of the persistent translation store; None means OUTPUT/translations. Read and written
+    # only when an online provider is configured: the memory needs no store.
+    store: Optional[str] = None
+    price_per_million_chars: Optional[float] = Field(default=None, ge=0)
+    # Distinct texts per provider call batch (and per store file).
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    aws: AwsConfig = AwsConfig()
+    google: GoogleConfig = GoogleConfig()
+
+    @property
+    def price(self) -> float:
+        if self.price_per_million_chars is not None:
+            return self.price_per_million_chars
+        return LIST_PRICES[self.provider]
 
 
 class Reason(str, enum.Enum):
@@ -55,6 +75,10 @@ class Found(str, enum.Enum):
     MISS = "miss"
 
 
+# The translate stage's counter of each kind of look-up.
+_LOOKUP_COUNTERS = {Found.MEMORY: "memory_hits", Found.STORE: "store_hits", Found.MISS: "misses"}
+
+
 class Lookup(NamedTuple):
     """Where one distinct text was found for one target language, and its length."""
 
@@ -67,8 +91,21 @@ def lookup_key(source_lang: str, target_lang: str, text: str) -> str:
     return f"{source_lang}\t{target_lang}\t{match_key(text)}"
 
 
-def _bucket(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:4], "big") % PROVIDER_BUCKETS
+def _translated(pairs, translation: str, provider: str, untranslated: bool):
+    """Every pair of one text with its translation; rejected ``untranslated`` where it is none."""
+    for pair in pairs:
+        done = pair._replace(translated_text=translation, provider=provider)
+        if untranslated:
+            Metrics.counter(Stage.TRANSLATE.value, Reason.UNTRANSLATED.value).inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(done, Stage.TRANSLATE, Reason.UNTRANSLATED))
+        else:
+            yield done
+
+
+def _failed(pairs, reason: Reason, error: str):
+    for pair in pairs:
+        Metrics.counter(Stage.TRANSLATE.value, reason.value).inc()
+        yield beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.TRANSLATE, reason, error))
 
 
 class _LookUpFn(beam.DoFn):
@@ -90,134 +127,60 @@ class _LookUpFn(beam.DoFn):
             (translation, untranslated), provider = min(stored), self._provider
             found = Found.STORE
         else:
-            Metrics.counter(Stage.TRANSLATE.value, "misses").inc()
-            yield beam.pvalue.TaggedOutput(LOOKUPS, Lookup(first.target_lang, Found.MISS.value, len(first.source_text)))
-            yield beam.pvalue.TaggedOutput(MISSES, (key, pairs))
-            return
-        Metrics.counter(Stage.TRANSLATE.value, f"{found.value}_hits").inc()
+            found = Found.MISS
+        Metrics.counter(Stage.TRANSLATE.value, _LOOKUP_COUNTERS[found]).inc()
         yield beam.pvalue.TaggedOutput(LOOKUPS, Lookup(first.target_lang, found.value, len(first.source_text)))
-        yield from _translated(pairs, translation, provider, untranslated)
-
-
-def _translated(pairs, translation: str, provider: str, untranslated: bool):
-    for pair in pairs:
-        done = pair._replace(translated_text=translation, provider=provider)
-        if untranslated:
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(done, Stage.TRANSLATE, Reason.UNTRANSLATED))
+        if found is Found.MISS:
+            yield beam.pvalue.TaggedOutput(MISSES, (key, pairs))
         else:
-            yield done
+            yield from _translated(pairs, translation, provider, untranslated)
 
 
 class _NoProviderFn(beam.DoFn):
     def process(self, miss):
         _, pairs = miss
-        for pair in pairs:
-            Metrics.counter(Stage.TRANSLATE.value, Reason.NO_TRANSLATION.value).inc()
-            yield fail(pair, Stage.TRANSLATE, Reason.NO_TRANSLATION,
-                       f"no translation into {pair.target_lang} in the memory or the store, "
-                       "and no online provider configured")
+        yield from _failed(
+            pairs, Reason.NO_TRANSLATION,
+            f"no translation into {pairs[0].target_lang} in the memory, and no online provider "
+            "configured",
+        )
 
 
-class _ProviderFn(beam.DoFn):
-    """(bucket, [(key, pairs)]) -> translated pairs; rejected untranslated; failed with the
-    provider's error. Each batch goes to the store before anything of it is emitted.
+class _ResolveFn(beam.DoFn):
+    """Answered -> the pairs translated, rejected untranslated, or failed with the error."""
 
-    Batches overlap: up to ``max_concurrency`` of them are sent at once on a thread pool, so
-    while one waits for its slowest answer or its store write, the others keep the provider's
-    ``max_concurrency`` requests busy. Results leave in the order the batches were sent, at the
-    latest in ``finish_bundle``; counting happens on the bundle's thread (Beam metrics are
-    per thread)."""
+    def __init__(self, provider: str):
+        self._provider = provider
 
-    def __init__(self, cfg: TranslationConfig, store_root: str, run_id: str):
-        self._cfg = cfg
-        self._store_root = store_root
-        self._run_id = run_id
-        self._billed = Metrics.counter(Stage.TRANSLATE.value, "billed_characters")
+    def process(self, answer: Answered):
+        if answer.translation is not None:
+            yield from _translated(answer.pairs, answer.translation, self._provider, answer.untranslated)
+        else:
+            yield from _failed(answer.pairs, Reason(answer.error_kind.value), answer.error)
 
-    def setup(self):
-        self._provider = make_provider(self._cfg).__enter__()
-        self._senders = ThreadPoolExecutor(self._provider.max_concurrency, thread_name_prefix="translate-batch")
 
-    def teardown(self):
-        self._senders.shutdown(wait=True)
-        self._provider.__exit__(None, None, None)
+def _sum_pairs(pairs):
+    return tuple(map(sum, zip(*pairs))) or (0, 0)
 
-    def start_bundle(self):
-        self._in_flight = collections.deque()  # (misses, future of _send, window, timestamp)
 
-    def process(self, bucket, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        _, misses = bucket
-        misses = sorted(misses, key=lambda miss: miss[0])
-        for start in range(0, len(misses), self._cfg.batch_size):
-            batch = misses[start : start + self._cfg.batch_size]
-            self._in_flight.append((batch, self._senders.submit(self._send, batch), window, timestamp))
-        while self._in_flight and (
-            len(self._in_flight) > self._provider.max_concurrency or self._in_flight[0][1].done()
-        ):
-            yield from self._emit_oldest()
-
-    def finish_bundle(self):
-        while self._in_flight:
-            yield from self._emit_oldest()
-
-    def _emit_oldest(self):
-        misses, sent, window, timestamp = self._in_flight.popleft()
-        rows, errors, paid_characters = sent.result()
-        self._billed.inc(paid_characters)
-        for output in self._outputs(misses, rows, errors):
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, timestamp, [window]))
-            else:
-                yield WindowedValue(output, timestamp, [window])
-
-    def _send(self, misses):
-        """Runs on a sender thread: the batch's store rows (read back if a replayed bundle
-        paid for it already, else translated and written), the errors of the rest, and the
-        characters this call paid for."""
-        name = self._provider.name
-        path = store.batch_path(self._store_root, name, [key for key, _ in misses])
-        if store.FileSystems.exists(path):
-            return store.read_batch(path), {}, 0
-        requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p in misses]
-        outcomes = self._provider.translate(requests)
-        rows, errors = [], {}
-        for (key, pairs), request, outcome in zip(misses, requests, outcomes):
-            if outcome.translation is None:
-                errors[key] = outcome
-                continue
-            rows.append(
-                dict(provider=name, lookup_key=key, source_lang=request.source_lang,
-                     target_lang=request.target_lang, source_text=request.text,
-                     translated_text=outcome.translation, untranslated=outcome.untranslated,
-                     characters=len(request.text), run_id=self._run_id)
-            )
-        if rows:
-            store.write_batch(path, rows)
-        return rows, errors, sum(row["characters"] for row in rows)
-
-    def _outputs(self, misses, rows, errors):
-        name = self._provider.name
-        stored = {row["lookup_key"]: row for row in rows}
-        for key, pairs in misses:
-            if key in stored:
-                row = stored[key]
-                yield from _translated(pairs, row["translated_text"], name, row["untranslated"])
-                continue
-            outcome = errors.get(key)
-            reason = Reason(outcome.error_kind.value) if outcome else Reason.PROVIDER_UNAVAILABLE
-            error = outcome.error if outcome else "failed in an earlier attempt of this batch"
-            for pair in pairs:
-                Metrics.counter(Stage.TRANSLATE.value, reason.value).inc()
-                yield beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.TRANSLATE, reason, error))
+def _lookup_table(totals):
+    """[((lang, found), (count, characters))] -> ("translation", {lang: {memory, store, miss,
+    miss_characters}})."""
+    by_language = {}
+    for (lang, found), (count, characters) in sorted(totals):
+        numbers = by_language.setdefault(lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0})
+        numbers[found] = count
+        if found == Found.MISS.value:
+            numbers["miss_characters"] = characters
+    return "translation", by_language
 
 
 class TranslateCaptions(beam.PTransform):
-    """PCollection[Pair] (untranslated) -> TranslateOutput(kept=translated Pairs,
-    rejected=Rejected ``untranslated``, failed=Failed (see the module), lookups=PCollection[Lookup],
-    misses=PCollection[(lookup_key, [Pair])] that went to the provider).
+    """PCollection[Pair] (untranslated) -> StageOutput (see the module docstring).
 
     ``memory``: PCollection[MemoryEntry]; ``store_root``: the translation store's URI;
-    ``run_id`` marks the store rows this run paid for; ``dry_run`` stops before any provider call.
+    ``run_id`` marks the store rows this run paid for; ``dry_run`` stops before any provider
+    call: only ``counts`` and the look-up's own rows come out.
     """
 
     def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
@@ -245,42 +208,40 @@ class TranslateCaptions(beam.PTransform):
         looked_up = (
             {"pairs": keyed_pairs, "memory": keyed_memory, "store": stored}
             | "Join" >> beam.CoGroupByKey()
-            | "LookUp" >> beam.ParDo(_LookUpFn(provider)).with_outputs(REJECTED, MISSES, LOOKUPS, main="kept")
+            | "LookUp" >> beam.ParDo(_LookUpFn(provider)).with_outputs(REJECTED, MISSES, LOOKUPS, main=KEPT)
         )
-        translated, rejected, failed = [looked_up.kept], [looked_up[REJECTED]], []
+        translated, rejected, failed = [looked_up[KEPT]], [looked_up[REJECTED]], []
         misses = looked_up[MISSES]
         if self._dry_run:
             pass  # a dry run only counts the misses; nothing is called, nothing is written
         elif self._cfg.provider is OnlineProvider.NONE:
-            failed.append(misses | "NoProvider" >> beam.ParDo(_NoProviderFn()))
+            no_provider = misses | "NoProvider" >> beam.ParDo(_NoProviderFn()).with_outputs(FAILED)
+            failed.append(no_provider[FAILED])
         else:
-            called = (
+            answered = (
                 misses
-                | "Bucket" >> beam.Map(lambda miss: (_bucket(miss[0]), miss))
-                | "GroupBuckets" >> beam.GroupByKey()
-                | "CallProvider"
-                >> beam.ParDo(_ProviderFn(self._cfg, self._store_root, self._run_id)).with_outputs(
-                    REJECTED, FAILED, main="kept"
+                | "CallProvider" >> CallProvider(
+                    make_provider(self._cfg), self._cfg.batch_size, self._store_root, self._run_id
                 )
+                | "Resolve" >> beam.ParDo(_ResolveFn(provider)).with_outputs(REJECTED, FAILED, main=KEPT)
             )
-            translated.append(called.kept)
-            rejected.append(called[REJECTED])
-            failed.append(called[FAILED])
-        flatten = lambda label, parts, kind: parts | label >> beam.Flatten(
-            pipeline=pairs.pipeline
-        ).with_output_types(kind)
-        return TranslateOutput(
+            translated.append(answered[KEPT])
+            rejected.append(answered[REJECTED])
+            failed.append(answered[FAILED])
+        counts = (
+            looked_up[LOOKUPS]
+            | "LookupKey" >> beam.Map(lambda lookup: ((lookup.target_lang, lookup.found), (1, lookup.characters)))
+            | "SumLookups" >> beam.CombinePerKey(_sum_pairs)
+            | "LookupTotals" >> beam.combiners.ToList()
+            | "LookupTable" >> beam.Map(_lookup_table)
+        )
+
+        def flatten(label, parts, kind):
+            return parts | label >> beam.Flatten(pipeline=pairs.pipeline).with_output_types(kind)
+
+        return StageOutput(
             kept=flatten("AllTranslated", translated, Pair),
             rejected=flatten("AllUntranslated", rejected, Rejected),
             failed=flatten("AllFailed", failed, Failed),
-            lookups=looked_up[LOOKUPS],
-            misses=misses,
+            counts=counts,
         )
-
-
-class TranslateOutput(NamedTuple):
-    kept: beam.PCollection
-    rejected: Optional[beam.PCollection]
-    failed: Optional[beam.PCollection]
-    lookups: beam.PCollection
-    misses: beam.PCollection

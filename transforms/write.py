@@ -16,11 +16,22 @@ partitions with file columns do not clash.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.parquetio import WriteToParquet
+from pydantic import Field
+
+from polycap.transforms.section import Section
+
+
+class OutputConfig(Section):
+    # The output root; ``polycap run --output`` overrides it.
+    path: Optional[str] = None
+    # Pinned, so the file set does not depend on the runner or the worker count.
+    num_shards: int = Field(default=1, ge=1)
+
 
 ACCEPTED_SCHEMA = pa.schema(
     [
@@ -62,7 +73,7 @@ def _rows(records, label: str, schema: pa.Schema):
 
 
 class WriteOutputs(beam.PTransform):
-    """(accepted Pairs, Rejected rows, Failed rows) -> Parquet shards under ``root``."""
+    """(accepted Pairs, Rejected rows, Failed rows) -> Parquet shards under ``root``; a sink."""
 
     def __init__(self, root: str, languages: Sequence[str], num_shards: int):
         super().__init__()
@@ -90,18 +101,17 @@ class WriteOutputs(beam.PTransform):
             _rows(failed, "FailedRows", FAILED_SCHEMA)
             | "WriteFailed" >> _parquet(f"{self._root}/failed/part", FAILED_SCHEMA, self._num_shards)
         )
-        return accepted.pipeline
 
 
 class WriteCounts(beam.PTransform):
-    """PCollection[(name, value)] -> one JSON object at ``root/relative_path``."""
+    """PCollection[(name, value)] -> one JSON object at ``root/relative_path``; a sink."""
 
     def __init__(self, root: str, relative_path: str):
         super().__init__()
         self._path = f"{root.rstrip('/')}/{relative_path}"
 
     def expand(self, named_counts):
-        return (
+        (
             named_counts
             | "ToDict" >> beam.combiners.ToDict()
             | "ToJson" >> beam.Map(lambda counts: json.dumps(counts, sort_keys=True))

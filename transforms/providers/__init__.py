@@ -1,10 +1,27 @@
 """Online translation providers behind one small interface (``base.Provider``)."""
 
-from polycap.pipeline.config import OnlineProvider, TranslationConfig
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
 from polycap.transforms.providers.base import Provider
 
+if TYPE_CHECKING:
+    from polycap.transforms.translate import TranslationConfig
 
-def make_provider(cfg: TranslationConfig) -> Provider:
+
+class OnlineProvider(str, enum.Enum):
+    NONE = "none"
+    AWS = "aws"
+    GOOGLE = "google"
+
+
+# Public list prices per million characters; translation.price_per_million_chars overrides them.
+LIST_PRICES = {OnlineProvider.AWS: 15.0, OnlineProvider.GOOGLE: 20.0, OnlineProvider.NONE: 0.0}
+
+
+def make_provider(cfg: "TranslationConfig") -> Provider:
     """The configured online provider, not yet opened. Imports stay local so a run that uses
     one provider never needs the other's client library."""
     if cfg.provider is OnlineProvider.AWS:

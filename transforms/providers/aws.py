@@ -10,11 +10,14 @@ characters-per-second limits.
 
 from __future__ import annotations
 
+import enum
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Optional, Sequence
 
-from polycap.pipeline.config import AwsConfig
-from polycap.transforms.providers.base import ErrorKind, Outcome, Provider, RateLimiter, Request
+from pydantic import Field
+
+from polycap.transforms.providers.base import Answer, ErrorKind, Provider, RateLimiter, Request
+from polycap.transforms.section import Section
 
 # TranslateText takes at most 10,000 bytes of text; the clean stage rejects longer captions.
 MAX_REQUEST_BYTES = 10_000
@@ -29,6 +32,25 @@ _UNAVAILABLE = {
     "InternalServerException",
     "LimitExceededException",
 }
+
+
+class RetryMode(str, enum.Enum):
+    # botocore's default "legacy" mode does not retry TooManyRequestsException.
+    STANDARD = "standard"
+    ADAPTIVE = "adaptive"
+
+
+class AwsConfig(Section):
+    """``translation.aws``. Credentials come only from boto3's default chain."""
+
+    region: str = "us-east-1"
+    endpoint_url: Optional[str] = None
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    retry_mode: RetryMode = RetryMode.STANDARD
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    requests_per_second: Optional[float] = Field(default=None, gt=0)
+    characters_per_second: Optional[float] = Field(default=None, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 def aws_language(code: str) -> str:
@@ -66,14 +88,14 @@ class AwsTranslate(Provider):
         self._pool.shutdown(wait=True)
         self._client.close()
 
-    def translate(self, requests: Sequence[Request]) -> list[Outcome]:
+    def translate(self, requests: Sequence[Request]) -> list[Answer]:
         return list(self._pool.map(self._translate_one, requests))
 
-    def _translate_one(self, request: Request) -> Outcome:
+    def _translate_one(self, request: Request) -> Answer:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if len(request.text.encode("utf-8")) > MAX_REQUEST_BYTES:
-            return Outcome(error_kind=ErrorKind.REFUSED, error="over 10,000 bytes; never sent")
+            return Answer(error_kind=ErrorKind.REFUSED, error="over 10,000 bytes; never sent")
         self._requests.acquire()
         self._characters.acquire(len(request.text))
         try:
@@ -86,7 +108,7 @@ class AwsTranslate(Provider):
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             kind = ErrorKind.UNAVAILABLE if code in _UNAVAILABLE or status >= 500 else ErrorKind.REFUSED
-            return Outcome(error_kind=kind, error=f"aws {code or status}: {error}")
+            return Answer(error_kind=kind, error=f"aws {code or status}: {error}")
         except BotoCoreError as error:  # connection errors, timeouts, after botocore's retries
-            return Outcome(error_kind=ErrorKind.UNAVAILABLE, error=f"aws: {error}")
-        return Outcome(translation=response["TranslatedText"])
+            return Answer(error_kind=ErrorKind.UNAVAILABLE, error=f"aws: {error}")
+        return Answer(translation=response["TranslatedText"])

@@ -1,5 +1,5 @@
 """The provider interface: a client that opens once per worker, translates a batch of distinct
-texts, and turns every provider error into a per-text outcome instead of raising."""
+texts, and turns every provider error into a per-text answer instead of raising."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Request(NamedTuple):
     text: str
 
 
-class Outcome(NamedTuple):
+class Answer(NamedTuple):
     """A translation, or the kind and text of the error that prevented it. ``untranslated``
     marks a paid answer that is not a translation (the source echoed, or the wrong language):
     it is stored, so nobody pays for it again, and its captions are rejected as untranslated."""
@@ -51,8 +51,8 @@ class Provider(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def translate(self, requests: Sequence[Request]) -> list[Outcome]:
-        """One outcome per request, in order. Never raises for a provider error."""
+    def translate(self, requests: Sequence[Request]) -> list[Answer]:
+        """One answer per request, in order. Never raises for a provider error."""
 
 
 class RateLimiter:

@@ -16,17 +16,29 @@ import re
 import threading
 from typing import Optional, Sequence
 
-from polycap.pipeline.config import GoogleConfig
-from polycap.transforms.clean import match_key
-from polycap.transforms.providers.base import ErrorKind, Outcome, Provider, Request
+from pydantic import Field
+
+from polycap.transforms.languages import base_language
+from polycap.transforms.providers.base import Answer, ErrorKind, Provider, Request
+from polycap.transforms.section import Section
+from polycap.transforms.text import is_untranslated
 
 _STATUS = re.compile(r'status code "(\d{3})"')
 # Our codes -> googletrans' where they differ.
 _GOOGLE_CODES = {"zh": "zh-cn", "zh-CN": "zh-cn", "zh-TW": "zh-tw", "he": "iw"}
 
 
+class GoogleConfig(Section):
+    """``translation.google``: Google Translate through googletrans."""
+
+    service_urls: tuple[str, ...] = Field(default=("translate.googleapis.com",), min_length=1)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_seconds: float = Field(default=1.0, ge=0)
+
+
 def google_language(code: str) -> str:
-    return _GOOGLE_CODES.get(code, code.split("-", 1)[0].lower())
+    return _GOOGLE_CODES.get(code, base_language(code).lower())
 
 
 def _retryable(error: Exception) -> bool:
@@ -68,13 +80,13 @@ class GoogleTranslate(Provider):
     def _on_loop(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def translate(self, requests: Sequence[Request]) -> list[Outcome]:
+    def translate(self, requests: Sequence[Request]) -> list[Answer]:
         return self._on_loop(self._translate_all(requests))
 
-    async def _translate_all(self, requests: Sequence[Request]) -> list[Outcome]:
+    async def _translate_all(self, requests: Sequence[Request]) -> list[Answer]:
         return list(await asyncio.gather(*(self._translate_one(request) for request in requests)))
 
-    async def _translate_one(self, request: Request) -> Outcome:
+    async def _translate_one(self, request: Request) -> Answer:
         attempt = 0
         async with self._semaphore:
             while True:
@@ -85,20 +97,20 @@ class GoogleTranslate(Provider):
                         dest=google_language(request.target_lang),
                     )
                 except ValueError as error:  # googletrans: unknown language
-                    return Outcome(error_kind=ErrorKind.REFUSED, error=f"google: {error}")
+                    return Answer(error_kind=ErrorKind.REFUSED, error=f"google: {error}")
                 except Exception as error:  # googletrans raises a bare Exception with the status
                     if _retryable(error) and attempt < self._cfg.max_attempts:
                         await asyncio.sleep(self._cfg.backoff_seconds * 2 ** (attempt - 1))
                         continue
                     kind = ErrorKind.UNAVAILABLE if _retryable(error) else ErrorKind.REFUSED
-                    return Outcome(error_kind=kind, error=f"google after {attempt} attempts: {error}")
-                return Outcome(
+                    return Answer(error_kind=kind, error=f"google after {attempt} attempts: {error}")
+                return Answer(
                     translation=answer.text,
                     untranslated=self._untranslated(request, answer.text),
                 )
 
     def _untranslated(self, request: Request, translation: str) -> bool:
-        if match_key(translation) == match_key(request.text):
+        if is_untranslated(request.text, translation):
             return True
         detected = self._detector(request.source_lang, request.target_lang)
         if detected is None:
@@ -114,7 +126,7 @@ class GoogleTranslate(Provider):
             from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
             try:
-                codes = [IsoCode639_1.from_str(code.split("-", 1)[0]) for code in key]
+                codes = [IsoCode639_1.from_str(base_language(code)) for code in key]
             except ValueError:
                 self._detectors[key] = None
             else:

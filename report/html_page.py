@@ -405,7 +405,7 @@ def _checks_section(audit: dict) -> str:
 def render(audit: dict) -> str:
     """The audit as one self-contained HTML page."""
     run = audit.get("run", {})
-    rule = {k: v for k, v in run.get("config", {}).get("keep", {}).items() if v is not None}
+    rule = audit["keep_rule"]
     uncovered = list(run.get("uncovered_languages", []))
     languages = "".join(
         _language_section(lang, numbers, rule, uncovered)

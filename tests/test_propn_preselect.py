@@ -1,4 +1,5 @@
-"""Tagging only the captions sampling can choose gives exactly the sample of tagging them all."""
+"""The PROPN stage with ``sample.preselect_margin``: tagging only the captions sampling can
+choose gives exactly the sample of tagging them all."""
 
 import math
 
@@ -6,10 +7,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.pipeline.config import PropnConfig, SampleConfig
+from polycap.transforms.propn import DropProperNounCaptions, PropnConfig
+from polycap.transforms.sample import SampleCaptions, SampleConfig, sample_rank
 from tests.conftest import caption, local_pipeline
-from polycap.transforms.preselect import TagSampleCandidates
-from polycap.transforms.sample import SampleCaptions, sample_rank
 
 LANGUAGES = ["de", "fr"]
 
@@ -54,15 +54,28 @@ def _expected_sample(captions, rejected, cfg):
     ]
 
 
+class _Tagged:
+    """The stage's output split the way the tests look at it: ``untagged`` are the kept
+    captions without a PROPN ratio, ``tagged`` every caption the tagger judged."""
+
+    def __init__(self, out):
+        self.untagged = out.kept | "Untagged" >> beam.Filter(lambda c: c.propn_ratio is None)
+        judged = out.kept | "Judged" >> beam.Filter(lambda c: c.propn_ratio is not None)
+        self.tagged = (judged, out.rejected) | "Tagged" >> beam.Flatten()
+        self.rejected = out.rejected
+        self.counts = out.counts
+
+
 def _run(captions, rejected, cfg):
     with local_pipeline() as pipeline:
-        tagged = pipeline | beam.Create(captions) | TagSampleCandidates(
-            PropnConfig(), cfg, LANGUAGES, _tagger_rejecting(rejected)
+        out = pipeline | beam.Create(captions) | DropProperNounCaptions(
+            PropnConfig(), cfg, LANGUAGES, load_tagger=_tagger_rejecting(rejected)
         )
-        pairs = tagged.kept | SampleCaptions(cfg, LANGUAGES)
-        sampled = pairs | "Sampled" >> beam.Map(lambda p: (p.target_lang, p.caption_id))
-        assert_that(sampled, equal_to(_expected_sample(captions, rejected, cfg)), label="Sample")
-        yield tagged
+        sampled = out.kept | SampleCaptions(cfg, LANGUAGES)
+        pairs = sampled.kept | "Sampled" >> beam.Map(lambda p: (p.target_lang, p.caption_id))
+        assert_that(pairs, equal_to(_expected_sample(captions, rejected, cfg)), label="Sample")
+        eligible = len(captions) - len([c for c in captions if c.text in rejected])
+        yield _Tagged(out), eligible
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -75,13 +88,11 @@ def test_only_candidates_are_tagged_and_the_sample_is_unchanged(multi30k_val, sh
     }
     never_tagged = sorted(c.caption_id for c in captions if c.caption_id not in candidates)
     assert never_tagged and len(never_tagged) < len(captions)
-    for tagged in _run(captions, rejected, cfg):
+    for tagged, _ in _run(captions, rejected, cfg):
         ids = lambda label, rows: rows | label >> beam.Map(lambda row: row.caption_id)
-        assert_that(ids("Untagged", tagged.untagged), equal_to(never_tagged), label="Untagged")
+        assert_that(ids("UntaggedIds", tagged.untagged), equal_to(never_tagged), label="Untagged")
         assert_that(
-            ids("Tagged", (tagged.kept, tagged.rejected) | beam.Flatten()),
-            equal_to(sorted(candidates)),
-            label="TaggedAreCandidates",
+            ids("TaggedIds", tagged.tagged), equal_to(sorted(candidates)), label="TaggedAreCandidates"
         )
 
 
@@ -89,18 +100,20 @@ def test_a_shortfall_tags_every_caption(multi30k_val):
     # Three in five captions are PROPN-heavy: 25 % more candidates than the sample cannot cover.
     captions = _captions(multi30k_val)
     rejected = {c.text for n, c in enumerate(captions) if n % 5 < 3}
-    for tagged in _run(captions, rejected, SampleConfig(per_language=20, preselect_margin=1.25)):
+    for tagged, eligible in _run(captions, rejected, SampleConfig(per_language=20, preselect_margin=1.25)):
         assert_that(tagged.untagged, equal_to([]), label="NoneUntagged")
         assert_that(
-            (tagged.kept, tagged.rejected) | beam.Flatten() | beam.combiners.Count.Globally(),
+            tagged.tagged | beam.combiners.Count.Globally(),
             equal_to([len(captions)]),
             label="AllTagged",
         )
+        # The stage's own counts: every caption it kept is eligible, none untagged.
+        assert_that(tagged.counts, equal_to([("eligible", eligible), ("untagged", 0)]), label="Counts")
 
 
 def test_fewer_captions_than_candidates_are_all_tagged(multi30k_val):
     captions = _captions(multi30k_val, count=5)
-    for tagged in _run(captions, {captions[0].text}, SampleConfig(per_language=40)):
+    for tagged, _ in _run(captions, {captions[0].text}, SampleConfig(per_language=40)):
         assert_that(tagged.untagged, equal_to([]), label="NoneUntagged")
         assert_that(tagged.rejected | beam.Map(lambda row: row.caption_id),
                     equal_to([captions[0].caption_id]), label="Rejected")

@@ -1,0 +1,77 @@
+"""The rules several stages share (``text.py``, ``files.py``): one definition each, so that the
+readers of parallel text and the untranslated rule cannot disagree."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from polycap.report.parallel_sets import read_parallel
+from polycap.transforms.files import count_lines, read_lines
+from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
+from polycap.transforms.errors import InputError
+from polycap.transforms.text import is_untranslated
+from tests.conftest import local_pipeline
+
+
+@pytest.mark.parametrize(
+    "source, translation, untranslated",
+    [
+        ("A man riding a horse.", "a man  riding a horse", True),
+        ("Two dogs play in the snow", "TWO DOGS PLAY IN THE SNOW !", True),
+        ("Two dogs play in the snow", None, True),
+        ("Two dogs play in the snow", "Zwei Hunde spielen im Schnee", False),
+        ("A man riding a horse.", "A man riding a horse cart.", False),
+    ],
+)
+def test_is_untranslated(source, translation, untranslated):
+    assert is_untranslated(source, translation) is untranslated
+
+
+# Real Multi30k validation captions; the second carries characters that str.splitlines and
+# universal newlines treat as line ends (NEL, LINE SEPARATOR, a lone carriage return), as
+# captions scraped from the web do.
+ENGLISH = [
+    "Two young guys with shaggy hair look at their hands while hanging out in the yard.",
+    "Several men in hard hats\u2028are operating a giant pulley\u0085system.",
+    "A little girl climbing into a wooden playhouse.\r",
+    "A man in a blue shirt is standing on a ladder cleaning windows.",
+]
+GERMAN = [
+    "Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.",
+    "Mehrere Männer mit Schutzhelmen bedienen ein Antriebsradsystem.",
+    "Ein kleines Mädchen klettert in ein Spielhaus aus Holz.",
+    "Ein Mann in einem blauen Hemd steht auf einer Leiter und putzt Fenster.",
+]
+
+
+@pytest.fixture
+def parallel_files(tmp_path):
+    (tmp_path / "val.en").write_bytes(("\n".join(ENGLISH) + "\n").encode("utf-8"))
+    (tmp_path / "val.de").write_text("\n".join(GERMAN) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_a_line_ends_at_newline_only(parallel_files):
+    path = str(parallel_files / "val.en")
+    assert count_lines(path) == 4
+    assert list(read_lines(path)) == [line.rstrip("\r") for line in ENGLISH]
+
+
+def test_memory_and_parallel_sets_pair_the_same_lines(parallel_files):
+    pattern = str(parallel_files / "*.en")
+    (files,) = aligned_files(pattern, "key", "en", ["de"])  # counted aligned: 4 and 4
+    expected = list(zip([line.rstrip("\r") for line in ENGLISH], GERMAN))
+    parallel = read_parallel("--pairs", pattern, "en", "de")
+    assert list(zip(parallel.sources, parallel.targets)) == expected
+    memory = [MemoryConfig(format="parallel_text", path=pattern)]
+    with local_pipeline() as pipeline:
+        entries = (pipeline | ReadTranslationMemory(memory, "en", ["de"])).kept
+        assert_that(
+            entries | beam.Map(lambda e: (e.source_text, e.translated_text)), equal_to(expected)
+        )
+
+
+def test_a_line_that_is_not_utf8_names_its_file_and_line(tmp_path):
+    (tmp_path / "val.en").write_bytes(b"a dog\n\xff\xfe broken\n")
+    with pytest.raises(InputError, match=r"val.en: line 2 is not UTF-8"):
+        count_lines(str(tmp_path / "val.en"))

@@ -1,0 +1,39 @@
+"""The text rules several stages share: how a caption is normalised, when two texts are "the
+same", and when a translation is no translation at all. One definition each, so that
+de-duplication, the translation memory, the providers, keep and the audit of a parallel set
+can never disagree about them."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Optional
+
+_WHITESPACE = re.compile(r"\s+")
+_TRAILING_PUNCTUATION = re.compile(r"[\s.!?;:,]+$")
+
+
+def normalise(text: str) -> str:
+    """NFC, control/format characters dropped (whitespace ones become spaces), spaces collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(
+        " " if char.isspace() else char
+        for char in text
+        if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")
+    )
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def match_key(text: str) -> str:
+    """The key two captions are "the same text" under: normalised, casefolded, without final
+    punctuation. De-duplication, the translation memory and the untranslated rule all use it."""
+    return _TRAILING_PUNCTUATION.sub("", normalise(text).casefold())
+
+
+def is_untranslated(source: str, translation: Optional[str]) -> bool:
+    """True when there is no translation, or it is the source again under ``match_key`` (case,
+    spacing and final punctuation ignored): a provider that echoes its input, or a parallel set
+    with a copied line. Such a pair scores ~1.0 against itself, so it is judged before any score."""
+    if not isinstance(translation, str):
+        return True
+    return match_key(translation) == match_key(source)
