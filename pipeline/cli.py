@@ -29,13 +29,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from polycap.pipeline import config, graph
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms.errors import ConfigError, PolycapError
-from polycap.transforms.write import DRY_RUN_FILE
+from polycap.transforms.write import DRY_RUN_FILE, clear_run_outputs
 
 log = logging.getLogger("polycap")
 
 DEFAULT_RUNNER = "FnApiRunner"
-# Directories a run owns under its output root; cleared first so a rerun leaves no stale shards.
-RUN_OUTPUTS = ("accepted", "rejected", "failed", "audit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,13 +115,6 @@ def _scorer_options(group) -> None:
     )
 
 
-def _clear_run_outputs(root: str) -> None:
-    for name in RUN_OUTPUTS:
-        path = f"{root}/{name}"
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-
-
 def _prepare(argv: Sequence[str]):
     """Parse ``run`` options, load and check the config: (args, cfg, output root, Beam options)."""
     args, beam_args = _parser().parse_known_args(["run", *argv])
@@ -147,7 +138,9 @@ def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
     args, cfg, output, options = _prepare(argv)
     if args.dry_run:
         raise ConfigError("--dry-run: use pipeline.cli.dry_run()")
-    _clear_run_outputs(output)
+    deleted = clear_run_outputs(output)
+    if deleted:
+        log.info("deleted %d files of an earlier run under %s", deleted, output)
 
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     pipeline = pipeline or beam.Pipeline(options=options)

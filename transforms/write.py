@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from pydantic import Field
 
@@ -55,6 +56,27 @@ FAILED_SCHEMA = REJECTED_SCHEMA.append(pa.field("error", pa.string()))
 
 COUNTS_FILE = "audit/counts.json"
 DRY_RUN_FILE = "dry_run/estimate.json"
+# The folders a run owns under its output root (the translation store is not one of them).
+RUN_OUTPUTS = ("accepted", "rejected", "failed", "audit")
+
+
+def clear_run_outputs(root: str) -> int:
+    """Delete everything under ``RUN_OUTPUTS`` below ``root``, so a rerun (with other shard
+    counts, fewer languages) leaves no stale file for the audit to read; -> files deleted.
+
+    On S3 and GCS a "folder" is only a key prefix: ``FileSystems.exists`` of it is False and
+    deleting it removes at most one object, however many sit below. So every object under
+    ``<root>/<folder>/`` is matched and deleted by name; a local folder is then removed too."""
+    deleted = 0
+    for name in RUN_OUTPUTS:
+        folder = f"{root.rstrip('/')}/{name}"
+        paths = [metadata.path for metadata in FileSystems.match([f"{folder}/**"])[0].metadata_list]
+        if paths:
+            FileSystems.delete(paths)
+            deleted += len(paths)
+        if FileSystems.exists(folder):  # a local directory, empty now
+            FileSystems.delete([folder])
+    return deleted
 
 
 def _parquet(path_prefix: str, schema: pa.Schema, num_shards: int) -> WriteToParquet:
