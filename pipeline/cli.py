@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from polycap.pipeline import config, graph
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms.errors import ConfigError, PolycapError
+from polycap.transforms.read import UnreadableFiles
 from polycap.transforms.write import DRY_RUN_FILE, clear_run_outputs
 
 log = logging.getLogger("polycap")
@@ -248,6 +249,21 @@ def _summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _unreadable(report: dict) -> Optional[tuple[str, bool]]:
+    """(the line naming the input files read only up to a break, whether the run's config lets
+    that pass: ``read.unreadable_files: record``), or None when every file was read whole."""
+    files = report["input"].get("unreadable_files", [])
+    if not files:
+        return None
+    noun = "file" if len(files) == 1 else "files"
+    line = (
+        f"{len(files)} input {noun} could not be read to its end (what came before the break is "
+        f"in the dataset, the rest is not): {', '.join(files)}"
+    )
+    policy = report.get("run", {}).get("config", {}).get("read", {}).get("unreadable_files")
+    return line, policy == UnreadableFiles.RECORD.value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -269,10 +285,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"polycap: {error}", file=sys.stderr)
         return 2
     print(_summary(report))
+    code = 0
     if not report["ok"]:
         print("polycap: the audit's conservation checks do not hold (see the report)", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    unreadable = _unreadable(report)
+    if unreadable is not None:
+        line, accepted = unreadable
+        if accepted:
+            print(f"{line} (read.unreadable_files: record)")
+        else:
+            print(f"polycap: {line} (read.unreadable_files: record accepts this)", file=sys.stderr)
+            code = 1
+    return code
 
 
 if __name__ == "__main__":

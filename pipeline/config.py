@@ -22,7 +22,7 @@ from polycap.transforms.errors import ConfigError
 from polycap.transforms.keep import KeepConfig
 from polycap.transforms.languages import is_language_code
 from polycap.transforms.propn import PropnConfig
-from polycap.transforms.read import InputConfig
+from polycap.transforms.read import InputConfig, ReadConfig
 from polycap.transforms.sample import SampleConfig
 from polycap.transforms.section import Section
 from polycap.transforms.translate import TranslationConfig
@@ -33,6 +33,7 @@ class Config(Section):
     source_lang: str = "en"
     languages: tuple[str, ...] = Field(min_length=1)
     inputs: tuple[InputConfig, ...] = Field(min_length=1)
+    read: ReadConfig = ReadConfig()
     clean: CleanConfig = CleanConfig()
     propn: PropnConfig = PropnConfig()
     sample: SampleConfig

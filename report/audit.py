@@ -30,6 +30,8 @@ from polycap.report import runfacts
 from polycap.report.stats import histogram, quantiles
 from polycap.transforms.errors import InputError
 from polycap.transforms.keep import Reason as KeepReason
+from polycap.transforms.read import UNREADABLE_ID_PREFIX
+from polycap.transforms.read import Reason as ReadReason
 from polycap.transforms.records import Stage
 from polycap.transforms.store import read_store_rows
 from polycap.transforms.write import ACCEPTED_SCHEMA, COUNTS_FILE, FAILED_SCHEMA, REJECTED_SCHEMA
@@ -362,6 +364,12 @@ def analyse(audited: Audited) -> dict:
         "propn": sum(row["stage"] == Stage.PROPN.value for row in early_rejects),
         "failed": len(early_failures),
         "failed_by_reason": _counts(row["reason"] for row in early_failures),
+        # input files read only up to a break: their rest is not in the dataset
+        "unreadable_files": sorted(
+            row["caption_id"].removeprefix(UNREADABLE_ID_PREFIX)
+            for row in early_failures
+            if row["reason"] == ReadReason.UNREADABLE_FILE.value
+        ),
         "eligible": counted["eligible"],
         # eligible captions never POS-tagged: sampling could not choose them (preselect.py)
         "untagged": counted.get("untagged", 0),

@@ -53,6 +53,7 @@ def test_every_shipped_config_loads():
         (_with(inputs=[{"format": "gcc", "path": "x", "limit": 3}]), r"^inputs\[0\].limit: Extra inputs"),
         (_with(score={"backend": "sentence-transformers"}), r"^score: model is required"),
         (_with(clean={"max_bytes": 20000}), r"^clean.max_bytes: .*less than or equal to 10000"),
+        (_with(read={"unreadable_files": "ignore"}), r"^read.unreadable_files: Input should be 'fail' or 'record'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(raw, message):

@@ -146,3 +146,38 @@ def test_language_the_scorer_does_not_cover_is_refused_before_running(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("polycap: score") and "cs" in last
+
+
+@pytest.fixture(scope="module")
+def cut_coco(tmp_path_factory):
+    """The demo's COCO file cut in the middle of its annotations, as an interrupted copy leaves it."""
+    folder = tmp_path_factory.mktemp("cut-coco")
+    whole = next((SAMPLES / "coco").glob("*.json")).read_bytes()
+    (folder / "captions.json").write_bytes(whole[: int(len(whole) * 0.8)])
+    return folder / "captions.json"
+
+
+def test_an_unreadable_input_file_ends_the_run_non_zero_naming_it(tmp_path, cut_coco):
+    done = _polycap(
+        "run", "--config", DEMO, "--output", str(tmp_path),
+        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20",
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("polycap: 1 input file could not be read to its end") and str(cut_coco) in last
+    # What was read before the break is in the dataset, and the file is a failed row.
+    assert "de: sampled 20 -> accepted" in done.stdout
+    failed = ds.dataset(str(tmp_path / "failed"), format="parquet").to_table().to_pylist()
+    assert [(row["caption_id"], row["reason"]) for row in failed if row["stage"] == "read"] == [
+        (f"file:{cut_coco}", "unreadable_file")
+    ]
+
+
+def test_a_config_can_accept_unreadable_files(tmp_path, cut_coco):
+    done = _polycap(
+        "run", "--config", DEMO, "--output", str(tmp_path),
+        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20",
+        "--set", "read.unreadable_files=record",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 input file could not be read to its end" in done.stdout

@@ -289,3 +289,27 @@ def test_broken_json_is_one_failed_row_and_the_pipeline_finishes(tmp_path, fmt):
     counters = run_read([source(fmt, tmp_path / "*.json")], check)
     assert counters == {"kept": 1, "unreadable_file": 2}
 
+
+
+def test_a_broken_gzip_stream_is_a_failed_row_not_silence_or_a_crash(tmp_path):
+    # A cut .gz (a download that stopped): the lines before the cut are read, the rest is one
+    # failed row; a file that only claims to be gzip is one failed row too.
+    tsv = (SAMPLES / "gcc" / "Validation_GCC-1.1.0-Validation.first500.tsv").read_bytes()
+    packed = gzip.compress(tsv)
+    (tmp_path / "cut.tsv.gz").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "plain.tsv.gz").write_bytes(tsv[:2000])
+
+    def check(out):
+        assert_that(
+            out.failed | beam.Map(lambda f: (f.caption_id.rsplit("/", 1)[1], f.reason)),
+            equal_to([("cut.tsv.gz", "unreadable_file"), ("plain.tsv.gz", "unreadable_file")]),
+            label="Failed",
+        )
+        assert_that(
+            out.kept | beam.combiners.Count.Globally() | beam.Map(lambda n: 0 < n < 500),
+            equal_to([True]),
+            label="Read up to the cut",
+        )
+
+    counters = run_read([source("gcc", tmp_path / "*.tsv.gz")], check)
+    assert counters["unreadable_file"] == 2

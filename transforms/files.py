@@ -10,8 +10,13 @@ with the wrong translation, silently. Every reader of polycap's uses these funct
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
+import lzma
 import os
-from typing import Iterator
+import zlib
+from typing import BinaryIO, Iterator
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -29,6 +34,34 @@ def matched_paths(pattern: str, named_by: str, error: type[PolycapError] = Confi
     if not matches:
         raise error(f"{named_by}: no file matches {pattern!r}")
     return sorted(metadata.path for metadata in matches)
+
+
+# Python's own decompressors: unlike a stream that simply stops, they raise where a compressed
+# file ends before its end-of-stream marker (a cut download) or is not what its name says.
+_DECOMPRESSORS = {
+    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
+    CompressionTypes.LZMA: lambda raw: lzma.LZMAFile(raw, mode="rb"),
+}
+# What a cut or corrupt compressed stream raises: EOFError where it ends early, the others where
+# it is not what its name says (bz2's "Invalid data stream" is a bare OSError, not caught: any
+# I/O error would look like it).
+BROKEN_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """A binary stream of the file's content, decompressed by its suffix (``.gz``, ``.bz2``,
+    ``.xz``; other compressions as Beam reads them). Beam's own gzip reader ends quietly where a
+    cut file ends, losing the rest without a word; these raise one of ``BROKEN_STREAM_ERRORS``."""
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression not in _DECOMPRESSORS:
+        with FileSystems.open(path) as stream:
+            yield stream
+        return
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with _DECOMPRESSORS[compression](raw) as stream:
+            yield stream
 
 
 def stream_lines(stream) -> Iterator[tuple[str, bool]]:

@@ -10,6 +10,11 @@ Caption ids (stable across runs):
 - coco, vizwiz: ``coco:<annotation id>``, ``vizwiz:<annotation id>``; an annotation without
   an id gets ``<format>:<file name without extension>:<1-based position in annotations>``
 - multi30k: ``multi30k:<split>:<1-based line>``, the image from ``image_splits_<split>.txt``
+
+A file that stops parsing, or whose compressed stream is cut or corrupt, keeps the rows read
+before the break and becomes one Failed row ``unreadable_file`` with the id ``file:<path>``.
+``read.unreadable_files`` says what the run then does: ``fail`` (the default) ends it with a
+non-zero exit naming the files, ``record`` accepts the loss (the audit still lists them).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from pydantic import Field
 
-from polycap.transforms.files import file_stem, stream_lines
+from polycap.transforms.files import BROKEN_STREAM_ERRORS, file_stem, open_input, stream_lines
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
 from polycap.transforms.section import Section
@@ -40,6 +45,17 @@ class InputFormat(str, enum.Enum):
     MULTI30K = "multi30k"
 
 
+class UnreadableFiles(str, enum.Enum):
+    FAIL = "fail"  # the run ends with a non-zero exit naming the files
+    RECORD = "record"  # a failed row per file, and the run succeeds
+
+
+class ReadConfig(Section):
+    """``read``: what an input file that cannot be read to its end means for the run."""
+
+    unreadable_files: UnreadableFiles = UnreadableFiles.FAIL
+
+
 class InputConfig(Section):
     """One caption source (an item of ``inputs``): a format and a path or glob on any Beam
     filesystem."""
@@ -49,6 +65,7 @@ class InputConfig(Section):
 
 
 _NOTHING_KNOWN = Failed(*[None] * len(Failed._fields))
+UNREADABLE_ID_PREFIX = "file:"
 _IMAGE_URL_KEYS = {
     InputFormat.COCO: ("coco_url", "flickr_url"),
     InputFormat.VIZWIZ: ("vizwiz_url",),
@@ -62,7 +79,8 @@ class Reason(str, enum.Enum):
     # annotation without an id or whose caption is not a string
     PRECANNED = "precanned"  # VizWiz: its authors advise skipping these
     REJECTED_BY_ANNOTATORS = "rejected_by_annotators"  # VizWiz ``is_rejected``
-    UNREADABLE_FILE = "unreadable_file"  # a JSON file that does not parse (a Failed row)
+    UNREADABLE_FILE = "unreadable_file"  # a JSON file that stops parsing, or a cut or corrupt
+    # compressed stream (a Failed row, id UNREADABLE_ID_PREFIX + path)
 
 
 Row = Union[Caption, Rejected]
@@ -72,7 +90,7 @@ def read_gcc(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
     """A GCC TSV (``caption<TAB>url``, no header) -> a Caption per line, or ``malformed`` (not
     exactly one tab, or not UTF-8: ``source_text`` is then the whole line)."""
     stem = file_stem(file.metadata.path)
-    with file.open() as stream:
+    with open_input(file.metadata.path) as stream:
         for number, (line, utf8) in enumerate(stream_lines(stream), start=1):
             fields = line.split("\t")
             ok = utf8 and len(fields) == 2
@@ -92,7 +110,7 @@ def _until_array_ends(events: Iterable[tuple], prefix: str) -> Iterator[tuple]:
 def _image_urls(file: fileio.ReadableFile, url_keys: Sequence[str]) -> dict[str, Optional[str]]:
     """First pass over a COCO-style file: ``str(image id) -> URL`` from its ``images``."""
     urls = {}
-    with file.open() as stream:
+    with open_input(file.metadata.path) as stream:
         events = _until_array_ends(ijson.parse(stream, use_float=True), "images")
         for image in ijson.items(events, "images.item"):
             if isinstance(image, dict) and image.get("id") is not None:
@@ -106,7 +124,7 @@ def read_coco_style(fmt: InputFormat, file: fileio.ReadableFile, source_lang: st
     as JSON), and for VizWiz ``precanned`` before ``rejected_by_annotators``."""
     urls = _image_urls(file, _IMAGE_URL_KEYS[fmt])
     stem = file_stem(file.metadata.path)
-    with file.open() as stream:
+    with open_input(file.metadata.path) as stream:
         for position, ann in enumerate(ijson.items(stream, "annotations.item", use_float=True), 1):
             ann = ann if isinstance(ann, dict) else {"caption": ann}
             ann_id, image_id, text = ann.get("id"), ann.get("image_id"), ann.get("caption")
@@ -138,8 +156,8 @@ def read_multi30k(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
     split = file_stem(path)
     splits_path = FileSystems.join(FileSystems.split(path)[0], f"image_splits_{split}.txt")
     has_images = FileSystems.exists(splits_path)
-    with file.open() as texts, (
-        FileSystems.open(splits_path) if has_images else contextlib.nullcontext()
+    with open_input(path) as texts, (
+        open_input(splits_path) if has_images else contextlib.nullcontext()
     ) as images:
         pairs = itertools.zip_longest(stream_lines(texts), stream_lines(images) if images is not None else ())
         for number, (line, image) in enumerate(pairs, start=1):
@@ -185,14 +203,15 @@ class _ReadFileFn(beam.DoFn):
                 else:
                     Metrics.counter(Stage.READ.value, row.reason).inc()
                     yield beam.pvalue.TaggedOutput(REJECTED, row)
-        except ijson.JSONError as error:
+        except (ijson.JSONError, *BROKEN_STREAM_ERRORS) as error:
             # Rows already emitted from this file stay; the rest of the file is one Failed row.
             Metrics.counter(Stage.READ.value, Reason.UNREADABLE_FILE.value).inc()
             path = file.metadata.path
+            what = "not valid JSON" if isinstance(error, ijson.JSONError) else "broken compressed stream"
             yield beam.pvalue.TaggedOutput(FAILED, _NOTHING_KNOWN._replace(
-                caption_id=f"file:{path}", dataset=self._fmt.value, source_lang=self._source_lang,
+                caption_id=f"{UNREADABLE_ID_PREFIX}{path}", dataset=self._fmt.value, source_lang=self._source_lang,
                 stage=Stage.READ.value, reason=Reason.UNREADABLE_FILE.value,
-                error=f"{path}: not valid JSON: {_one_line(error)}"))
+                error=f"{path}: {what}: {_one_line(error)}"))
 
 
 class ReadCaptions(beam.PTransform):
