@@ -102,7 +102,7 @@ class _CallProviderFn(beam.DoFn):
         name = self._client.name
         path = store.batch_path(self._store_root, name, [key for key, _ in misses])
         if FileSystems.exists(path):
-            stored = {row["lookup_key"]: row for row in store.read_batch(path)}
+            stored = {store.row_key(row): row for row in store.read_batch(path)}
             return [_from_store(key, pairs, stored.get(key)) for key, pairs in misses], 0
         requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p in misses]
         replies = self._client.translate(requests)

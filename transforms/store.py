@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadFromParquet
 
+from polycap.transforms.text import match_key
+
 STORE_SCHEMA = pa.schema(
     [
         ("provider", pa.string()),
@@ -36,6 +38,18 @@ STORE_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+def lookup_key(source_lang: str, target_lang: str, text: str) -> str:
+    """The key under which a sampled pair, a memory entry and a store row of the same text meet.
+    Computed from the text wherever it is needed, never read back from a file: a change to the
+    normalisation (``text.match_key``) then re-keys what was paid for instead of orphaning it."""
+    return f"{source_lang}\t{target_lang}\t{match_key(text)}"
+
+
+def row_key(row: dict) -> str:
+    """The lookup key of a store row, from its languages and source text."""
+    return lookup_key(row["source_lang"], row["target_lang"], row["source_text"])
 
 
 def store_root(configured: str | None, output: str) -> str:
@@ -75,7 +89,8 @@ def read_store_rows(root: str, provider: str) -> list[dict]:
 
 
 class ReadStore(beam.PTransform):
-    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider."""
+    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider; the
+    key computed from each row's text (``row_key``)."""
 
     def __init__(self, root: str, provider: str):
         super().__init__()
@@ -88,8 +103,9 @@ class ReadStore(beam.PTransform):
             pbegin
             | "ReadStoreFiles"
             >> ReadFromParquet(
-                self._pattern, columns=["lookup_key", "translated_text", "untranslated"]
+                self._pattern,
+                columns=["source_lang", "target_lang", "source_text", "translated_text", "untranslated"],
             )
             | "KeyStoreRows"
-            >> beam.Map(lambda row: (row["lookup_key"], (row["translated_text"], row["untranslated"])))
+            >> beam.Map(lambda row: (row_key(row), (row["translated_text"], row["untranslated"])))
         )

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 from pydantic import Field
 
 from polycap.transforms import store
+from polycap.transforms.store import lookup_key
 from polycap.transforms.memory import MemoryConfig
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.provider_calls import Answered, CallProvider
@@ -36,7 +37,6 @@ from polycap.transforms.providers.base import ErrorKind
 from polycap.transforms.providers.google import GoogleConfig
 from polycap.transforms.records import Failed, Pair, Rejected, Stage, fail, reject
 from polycap.transforms.section import Section
-from polycap.transforms.text import match_key
 
 MEMORY_PROVIDER = "memory"
 MISSES = "misses"
@@ -85,10 +85,6 @@ class Lookup(NamedTuple):
     target_lang: str
     found: str
     characters: int
-
-
-def lookup_key(source_lang: str, target_lang: str, text: str) -> str:
-    return f"{source_lang}\t{target_lang}\t{match_key(text)}"
 
 
 def _translated(pairs, translation: str, provider: str, untranslated: bool):
