@@ -6,6 +6,7 @@ or failed, and the audit can check that it did."""
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -15,13 +16,12 @@ from polycap.transforms import encoders, pos_tagger, store
 from polycap.transforms.clean import CleanCaptions
 from polycap.transforms.deduplicate import DropDuplicateCaptions
 from polycap.transforms.errors import ConfigError
-from polycap.transforms.files import matched_paths
 from polycap.transforms.keep import KeepPairs
-from polycap.transforms.memory import ReadTranslationMemory
+from polycap.transforms.memory import ReadTranslationMemory, check_memories
 from polycap.transforms.outputs import StageOutput
 from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider
-from polycap.transforms.read import ReadCaptions
+from polycap.transforms.read import ReadCaptions, check_inputs
 from polycap.transforms.records import Failed, Rejected
 from polycap.transforms.sample import SampleCaptions
 from polycap.transforms.score import ScorePairs
@@ -29,11 +29,24 @@ from polycap.transforms.translate import TranslateCaptions
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
 
 
+log = logging.getLogger(__name__)
+
+
 def check_before_running(cfg: Config) -> None:
     """Fail fast, naming the key, on what validation of the YAML alone cannot see: inputs
-    that match no file, a spaCy model that is not installed, languages the scorer does not cover."""
-    for index, source in enumerate(cfg.inputs):
-        matched_paths(source.path, f"inputs[{index}].path")
+    that match no file or whose caption ids would collide, a translation memory that covers no
+    configured language (and, as a warning, languages no memory covers), a spaCy model that is
+    not installed, languages the scorer does not cover."""
+    check_inputs(cfg.inputs)
+    covered = check_memories(cfg.translation.memory, cfg.source_lang, cfg.languages)
+    uncovered = [lang for lang in cfg.languages if covered is not None and lang not in covered]
+    if uncovered:
+        then = (
+            "every pair of it fails no_translation (translation.provider: none)"
+            if cfg.translation.provider is OnlineProvider.NONE
+            else f"every pair of it goes to {cfg.translation.provider.value}"
+        )
+        log.warning("no translation memory covers %s: %s", ", ".join(uncovered), then)
     pos_tagger.check_model(cfg.propn.model)
     encoders.check_languages(cfg.score, cfg.source_lang, cfg.languages)
     encoders.check_device(cfg.score)

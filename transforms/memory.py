@@ -10,7 +10,7 @@ Out: PCollection[MemoryEntry], only for the configured source and target languag
 from __future__ import annotations
 
 import enum
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -80,6 +80,32 @@ def aligned_files(
                 )
             found.append(AlignedFiles(source_path, target_path, source_lang, target_lang))
     return found
+
+
+def check_memories(
+    memories: Sequence[MemoryConfig], source_lang: str, languages: Sequence[str]
+) -> Optional[set[str]]:
+    """The configured languages the ``parallel_text`` memories cover, or None where a Parquet
+    memory may cover any of them (its languages are in its rows). A ``parallel_text`` memory that
+    covers none (its ``X.<target>`` files missing: a typo, files not copied) is a ConfigError
+    naming its key: every pair would otherwise fail ``no_translation`` without a word."""
+    covered: Optional[set[str]] = set()
+    for index, memory in enumerate(memories):
+        key = f"translation.memory[{index}].path"
+        if memory.format is not MemoryFormat.PARALLEL_TEXT:
+            matched_paths(memory.path, key)
+            covered = None
+            continue
+        found = {files.target_lang for files in aligned_files(memory.path, key, source_lang, languages)}
+        if not found:
+            wanted = " or ".join(f".{lang}" for lang in languages)
+            raise ConfigError(
+                f"{key}: no {wanted} file beside the .{source_lang} files it matches; "
+                "this memory would translate nothing"
+            )
+        if covered is not None:
+            covered |= found
+    return covered
 
 
 def read_aligned(files: AlignedFiles) -> Iterator[MemoryEntry]:

@@ -32,7 +32,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from pydantic import Field
 
-from polycap.transforms.files import BROKEN_STREAM_ERRORS, file_stem, open_input, stream_lines
+from polycap.transforms.errors import ConfigError
+from polycap.transforms.files import (
+    BROKEN_STREAM_ERRORS,
+    file_stem,
+    matched_paths,
+    open_input,
+    stream_lines,
+)
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
 from polycap.transforms.section import Section
@@ -84,6 +91,33 @@ class Reason(str, enum.Enum):
 
 
 Row = Union[Caption, Rejected]
+
+
+# Formats whose caption ids are built from the file's stem (COCO and VizWiz ids are annotation ids).
+_IDS_FROM_STEM = (InputFormat.GCC, InputFormat.MULTI30K)
+
+
+def check_inputs(inputs: Sequence[InputConfig]) -> None:
+    """Raise ConfigError, naming the input, where a pattern matches no file, or where caption ids
+    would collide: a file matched by two inputs, or two files whose ids are built from the same
+    stem (``gcc:<stem>:<line>``; sharded exports repeat file names in other folders). Found
+    after the run, a collision would have been paid for already."""
+    claimed: dict[str, str] = {}  # path -> the input that matched it
+    stems: dict[tuple, str] = {}  # (format, stem) -> the path that gives those ids
+    for index, source in enumerate(inputs):
+        key = f"inputs[{index}].path"
+        for path in matched_paths(source.path, key):
+            if path in claimed:
+                raise ConfigError(f"{key}: {path} is also matched by {claimed[path]}")
+            claimed[path] = f"inputs[{index}]"
+            if source.format in _IDS_FROM_STEM:
+                stem = (source.format, file_stem(path))
+                if stem in stems:
+                    raise ConfigError(
+                        f"{key}: {path} gives the same caption ids as {stems[stem]} "
+                        f"({source.format.value}:{stem[1]}:<line>); rename one of them"
+                    )
+                stems[stem] = path
 
 
 def read_gcc(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:

@@ -1,0 +1,56 @@
+"""What a config promises that only the files can tell, refused before anything runs (and
+before anything is paid for): a memory that yields nothing, caption ids that would collide."""
+
+import logging
+import shutil
+
+import pytest
+
+from polycap.pipeline import config, graph
+from polycap.transforms.errors import ConfigError
+from tests.conftest import MULTI30K, ROOT, SAMPLES
+
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+def _demo(*overrides: str):
+    return config.load(DEMO, overrides)
+
+
+def test_a_memory_that_covers_no_configured_language_is_refused(tmp_path):
+    # The English side copied without its translations: every pair would fail no_translation.
+    shutil.copy(MULTI30K / "val.en", tmp_path / "val.en")
+    cfg = _demo(f"translation.memory=[{{format: parallel_text, path: {tmp_path}/*.en}}]")
+    with pytest.raises(ConfigError, match=r"^translation.memory\[0\].path: no \.de or \.fr file beside"):
+        graph.check_before_running(cfg)
+
+
+def test_a_language_no_memory_covers_is_said_before_running(tmp_path, caplog):
+    shutil.copy(MULTI30K / "val.en", tmp_path / "val.en")
+    shutil.copy(MULTI30K / "val.de", tmp_path / "val.de")
+    cfg = _demo(f"translation.memory=[{{format: parallel_text, path: {tmp_path}/*.en}}]")
+    with caplog.at_level(logging.WARNING):
+        graph.check_before_running(cfg)
+    assert any("fr" in record.message and "no translation memory covers" in record.message
+               for record in caplog.records)
+
+
+def test_two_inputs_with_files_of_the_same_name_are_refused(tmp_path):
+    # Sharded exports repeat file names in other folders: gcc:<stem>:<line> would collide.
+    tsv = next((SAMPLES / "gcc").glob("*.tsv"))
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        shutil.copy(tsv, tmp_path / part / "shard-00000.tsv")
+    cfg = _demo(
+        f"inputs=[{{format: gcc, path: {tmp_path}/a/*.tsv}}, {{format: gcc, path: {tmp_path}/b/*.tsv}}]"
+    )
+    with pytest.raises(ConfigError, match=r"^inputs\[1\].path: .*shard-00000.tsv gives the same caption ids as .*a/shard-00000.tsv"):
+        graph.check_before_running(cfg)
+
+
+def test_a_file_matched_by_two_inputs_is_refused():
+    cfg = _demo(
+        f"inputs=[{{format: coco, path: {SAMPLES}/coco/*.json}}, {{format: coco, path: {SAMPLES}/coco/*}}]"
+    )
+    with pytest.raises(ConfigError, match=r"^inputs\[1\].path: .*captions_val2017.cut.json is also matched by inputs\[0\]"):
+        graph.check_before_running(cfg)
