@@ -12,7 +12,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from polycap.pipeline.config import Config
-from polycap.transforms import encoders, pos_tagger, store
+from polycap.transforms import claims, encoders, pos_tagger, store
 from polycap.transforms.clean import CleanCaptions
 from polycap.transforms.deduplicate import DropDuplicateCaptions
 from polycap.transforms.errors import ConfigError
@@ -110,6 +110,8 @@ def build(
     ``dry_run``: run up to the translation lookup only and write ``DRY_RUN_FILE``: what the run
     would need and pay, per language; no provider is called and no shard is written."""
     store_root = store.store_root(cfg.translation.store, output)
+    if cfg.translation.provider is not OnlineProvider.NONE:
+        claims.check_store(store_root)
     so_far = _read_to_translated(pipeline, cfg, store_root, run_id, dry_run)
     counts = so_far.counts | "AllCounts" >> beam.Flatten()
     if dry_run:

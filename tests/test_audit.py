@@ -370,9 +370,9 @@ def test_the_pipelines_lookup_counts_and_the_runs_store_rows_are_the_translation
         provider="aws", lookup_key=key, source_lang="en", target_lang="de", source_text="x",
         translated_text="y", untranslated=False, characters=characters, run_id=run_id)
     # This run paid for two texts (one batch); an earlier run's batch is not this run's bill.
-    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k1", "k2"]),
+    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k1", "k2"], "this-run-worker"),
                       [paid("k1", "this-run", 70_000), paid("k2", "this-run", 50_000)])
-    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k0"]), [paid("k0", "earlier", 999)])
+    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k0"], "earlier-worker"), [paid("k0", "earlier", 999)])
     outcome.counted.update(
         provider="aws", price_per_million_chars=15.0, store=str(tmp_path), run_id="this-run",
         translation={"de": {"memory": 3, "store": 5, "miss": 2, "miss_characters": 120_000},

@@ -19,7 +19,7 @@ def test_store_rows_are_keyed_by_their_text_not_the_key_stored_with_them(tmp_pat
     source = "A man in an orange hat starring at something."
     stale = _row("en|de|a man in an orange hat starring at something.", source,
                  "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.")
-    path = store.batch_path(str(tmp_path), "aws", [stale["lookup_key"]])
+    path = store.batch_path(str(tmp_path), "aws", [stale["lookup_key"]], "earlier-worker")
     store.write_batch(path, [stale])
     with local_pipeline() as pipeline:
         found = pipeline | store.ReadStore(str(tmp_path), "aws")

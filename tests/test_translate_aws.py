@@ -2,6 +2,8 @@
 server that speaks AWS Translate's protocol."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -176,3 +178,39 @@ def test_client_side_rate_limit_spaces_requests(translations, multi30k_val):
     assert all(o.translation for o in outcomes)
     # nine requests after the first at 20 per second cannot finish in under 0.4 s
     assert elapsed >= 0.4
+
+
+def _run_command(output, fake, store, *extra):
+    return [
+        sys.executable, "-m", "polycap.pipeline.cli", "run", "--config", DEMO, "--output", str(output),
+        "--set", f"inputs={INPUTS}", "--set", "translation.memory=[]",
+        "--set", "translation.provider=aws", "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
+        "--set", f"translation.store={store}", "--set", "translation.batch_size=8",
+        "--set", "sample.per_language=40", *extra,
+    ]
+
+
+def test_two_runs_at_once_on_one_store_pay_each_text_once(tmp_path, translations):
+    # Both start with an empty store, so both miss every text; their samples overlap (the 40
+    # best-ranked captions of each language are among the 60 best), their batches do not. Claims
+    # decide who pays for each text; the other reads it from the claimant's batch file.
+    store = tmp_path / "store"
+    sizes = {"first": 40, "second": 60}
+    with FakeTranslate(translations, latency=0.03) as fake:
+        runs = [
+            subprocess.Popen(
+                _run_command(tmp_path / name, fake, store, "--set", f"sample.per_language={size}"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for name, size in sizes.items()
+        ]
+        finished = [run.communicate(timeout=900) for run in runs]
+    for run, (_, stderr) in zip(runs, finished):
+        assert run.returncode == 0, stderr[-3000:]
+    assert len(fake.answered) == len(set(fake.answered)) == 2 * 60
+    audits = {name: json.loads((tmp_path / name / "audit" / "audit.json").read_text()) for name in sizes}
+    # Each run's audit bills what it paid (its own store rows); together, what the provider billed.
+    billed = [audit["translation"]["totals"]["characters_billed"] for audit in audits.values()]
+    assert sum(billed) == fake.billed_characters
+    for name, size in sizes.items():
+        assert audits[name]["languages"]["de"]["sampled"] == size and audits[name]["ok"]

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import logging
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
@@ -28,10 +31,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from polycap.transforms import store
+from polycap.transforms.claims import Claim, Claims
 from polycap.transforms.providers.base import ErrorKind, Provider, Request
 from polycap.transforms.records import Stage
 
 PROVIDER_BUCKETS = 64
+_CLAIMS_AT_ONCE = 16
+_POLL_FIRST_SECONDS, _POLL_MAX_SECONDS = 0.25, 10.0
+_WRITE_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 
 class Answered(NamedTuple):
@@ -54,11 +63,13 @@ def bucket(key: str) -> int:
 class _CallProviderFn(beam.DoFn):
     """(bucket, [(lookup_key, pairs)]) -> Answered per miss. See the module docstring."""
 
-    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str):
+    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str,
+                 lease_seconds: float):
         self._provider = provider
         self._batch_size = batch_size
         self._store_root = store_root
         self._run_id = run_id
+        self._lease_seconds = lease_seconds
         self._billed = Metrics.counter(Stage.TRANSLATE.value, "billed_characters")
 
     def setup(self):
@@ -66,9 +77,15 @@ class _CallProviderFn(beam.DoFn):
         self._senders = ThreadPoolExecutor(
             self._client.max_concurrency, thread_name_prefix="translate-batch"
         )
+        # Claims are small round trips (a conditional PUT on S3): made several at once.
+        self._claimers = ThreadPoolExecutor(_CLAIMS_AT_ONCE, thread_name_prefix="translate-claim")
+        # One owner per DoFn instance: a retried work item on another worker is another owner.
+        self._owner = f"{self._run_id}-{uuid.uuid4().hex[:12]}"
+        self._claims = Claims(self._store_root, self._client.name, self._owner, self._lease_seconds)
 
     def teardown(self):
         self._senders.shutdown(wait=True)
+        self._claimers.shutdown(wait=True)
         self._client.__exit__(None, None, None)
 
     def start_bundle(self):
@@ -97,35 +114,105 @@ class _CallProviderFn(beam.DoFn):
             yield WindowedValue(answer, timestamp, [window])
 
     def _send(self, misses) -> tuple[list[Answered], int]:
-        """Runs on a sender thread: the batch's answers (read back from the store if an earlier
-        attempt paid for it already, else translated and written) and the characters paid."""
-        name = self._client.name
-        path = store.batch_path(self._store_root, name, [key for key, _ in misses])
-        if FileSystems.exists(path):
-            stored = {store.row_key(row): row for row in store.read_batch(path)}
-            return [_from_store(key, pairs, stored.get(key)) for key, pairs in misses], 0
-        requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p in misses]
+        """Runs on a sender thread: the batch's answers and the characters this call paid for.
+        Each text is claimed first; this owner pays for the texts it claimed (unless an earlier
+        attempt of its own already stored them) and writes them to its batch file, then reads
+        the others from their claimants' batch files, waiting while a claim is live and taking
+        over one that expired or was released."""
+        keys = [key for key, _ in misses]
+        batch = store.batch_path(self._store_root, self._client.name, keys, self._owner)
+        claimed = list(self._claimers.map(lambda key: self._claims.claim(key, batch), keys))
+        found = _BatchRows()
+        answers, ours, theirs = {}, [], []
+        for (key, pairs), (held, generation) in zip(misses, claimed, strict=True):
+            row = found.row(batch, key) if held is None else None
+            if row is not None:  # an earlier attempt of this owner paid and stored it
+                answers[key] = _from_row(key, pairs, row)
+            elif held is None:
+                ours.append((key, pairs, generation))
+            else:
+                theirs.append((key, pairs, held, generation))
+        paid = self._pay(ours, batch, answers)
+        late = []  # texts whose claimant released them or whose claim expired: ours now
+        late_batch = store.batch_path(self._store_root, self._client.name, keys, self._owner, part=1)
+        for key, pairs, held, generation in theirs:
+            row, generation = self._await(key, held, generation, late_batch, found)
+            if row is not None:
+                answers[key] = _from_row(key, pairs, row)
+            else:
+                late.append((key, pairs, generation))
+        paid += self._pay(late, late_batch, answers)
+        return [answers[key] for key in keys], paid
+
+    def _pay(self, owned, batch: str, answers: dict) -> int:
+        """Translate the texts this owner claimed, store them in ``batch`` and release the claims
+        of the ones that failed; -> the characters paid."""
+        if not owned:
+            return 0
+        requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p, _ in owned]
         replies = self._client.translate(requests)
-        answers, rows = [], []
-        for (key, pairs), request, reply in zip(misses, requests, replies, strict=True):
-            answers.append(Answered(key, pairs, reply.translation, reply.untranslated,
-                                    reply.error_kind, reply.error))
-            if reply.translation is not None:
-                rows.append(
-                    dict(provider=name, lookup_key=key, source_lang=request.source_lang,
-                         target_lang=request.target_lang, source_text=request.text,
-                         translated_text=reply.translation, untranslated=reply.untranslated,
-                         characters=len(request.text), run_id=self._run_id)
-                )
+        rows = []
+        for (key, pairs, generation), request, reply in zip(owned, requests, replies, strict=True):
+            answers[key] = Answered(key, pairs, reply.translation, reply.untranslated,
+                                    reply.error_kind, reply.error)
+            if reply.translation is None:
+                self._claims.release(key, generation)
+                continue
+            rows.append(
+                dict(provider=self._client.name, lookup_key=key, source_lang=request.source_lang,
+                     target_lang=request.target_lang, source_text=request.text,
+                     translated_text=reply.translation, untranslated=reply.untranslated,
+                     characters=len(request.text), run_id=self._run_id)
+            )
         if rows:
+            _write_paid(batch, rows)
+        return sum(row["characters"] for row in rows)
+
+    def _await(self, key: str, held: Claim, generation: int, batch: str, found: "_BatchRows"):
+        """(the holder's store row, generation) once it is there, or (None, generation) once
+        the text is this owner's to pay for: the holder released it, or its claim expired."""
+        delay = _POLL_FIRST_SECONDS
+        while held is not None:
+            row = found.row(held.batch, key)
+            if row is not None:
+                return row, generation
+            if held.expired():
+                held, generation = self._claims.claim(key, batch, generation + 1)
+            else:
+                time.sleep(delay)
+                delay = min(2 * delay, _POLL_MAX_SECONDS)
+                held, generation = self._claims.claim(key, batch, generation)
+        return None, generation
+
+
+class _BatchRows:
+    """Store rows by batch file and key; a file is read again while it lacks the key asked for
+    (its owner may not have written it yet)."""
+
+    def __init__(self):
+        self._rows: dict[str, dict] = {}
+
+    def row(self, path: str, key: str) -> Optional[dict]:
+        if key not in self._rows.get(path, {}) and FileSystems.exists(path):
+            self._rows[path] = {store.row_key(row): row for row in store.read_batch(path)}
+        return self._rows.get(path, {}).get(key)
+
+
+def _write_paid(path: str, rows: list[dict]) -> None:
+    """Store rows that were paid for, retried here before the bundle fails: a failed bundle would
+    leave them paid but unstored, and their claims to expire before anyone pays again."""
+    for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        try:
             store.write_batch(path, rows)
-        return answers, sum(row["characters"] for row in rows)
+            return
+        except Exception as error:  # each filesystem raises its own errors
+            if attempt == _WRITE_ATTEMPTS:
+                raise
+            log.warning("storing %d paid translations in %s failed (%s); retrying", len(rows), path, error)
+            time.sleep(2 ** attempt)
 
 
-def _from_store(key: str, pairs: list, row: Optional[dict]) -> Answered:
-    if row is None:  # the earlier attempt got an error for this text and stored nothing of it
-        return Answered(key, pairs, None, error_kind=ErrorKind.UNAVAILABLE,
-                        error="failed in an earlier attempt of this batch")
+def _from_row(key: str, pairs: list, row: dict) -> Answered:
     return Answered(key, pairs, row["translated_text"], row["untranslated"])
 
 
@@ -134,9 +221,10 @@ class CallProvider(beam.PTransform):
     yet (it pickles to the workers and opens once per DoFn instance); ``run_id`` marks the store
     rows this run paid for."""
 
-    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str):
+    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str,
+                 lease_seconds: float):
         super().__init__()
-        self._call = _CallProviderFn(provider, batch_size, store_root, run_id)
+        self._call = _CallProviderFn(provider, batch_size, store_root, run_id, lease_seconds)
 
     def expand(self, misses):
         return (

@@ -60,9 +60,13 @@ def store_pattern(root: str, provider: str) -> str:
     return f"{root}/{provider}/*.parquet"
 
 
-def batch_path(root: str, provider: str, lookup_keys: Sequence[str]) -> str:
+def batch_path(root: str, provider: str, lookup_keys: Sequence[str], owner: str, part: int = 0) -> str:
+    """The file one owner (``claims.Claims``) writes a batch's paid translations to: named by the
+    batch's keys and the owner, so owners never overwrite each other's rows (nor their run ids,
+    which bill each run), and an owner's later attempt at the same batch finds its own file."""
     digest = hashlib.sha256("\n".join(sorted(lookup_keys)).encode("utf-8")).hexdigest()[:32]
-    return f"{root}/{provider}/batch-{digest}.parquet"
+    suffix = f"-{part}" if part else ""
+    return f"{root}/{provider}/batch-{digest}-{owner}{suffix}.parquet"
 
 
 def read_batch(path: str) -> list[dict]:

@@ -52,6 +52,9 @@ class TranslationConfig(Section):
     price_per_million_chars: Optional[float] = Field(default=None, ge=0)
     # Distinct texts per provider call batch (and per store file).
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    # How long a claim on a text (claims.py) holds before another payer may take it over: longer
+    # than a batch can take to translate and store, retries included.
+    claim_lease_seconds: float = Field(default=600.0, gt=0)
     aws: AwsConfig = AwsConfig()
     google: GoogleConfig = GoogleConfig()
 
@@ -217,7 +220,8 @@ class TranslateCaptions(beam.PTransform):
             answered = (
                 misses
                 | "CallProvider" >> CallProvider(
-                    make_provider(self._cfg), self._cfg.batch_size, self._store_root, self._run_id
+                    make_provider(self._cfg), self._cfg.batch_size, self._store_root, self._run_id,
+                    self._cfg.claim_lease_seconds,
                 )
                 | "Resolve" >> beam.ParDo(_ResolveFn(provider)).with_outputs(REJECTED, FAILED, main=KEPT)
             )
