@@ -165,9 +165,12 @@ def _summary(audit: dict) -> str:
             f"{_usd(totals['estimated_cost_usd'])}."
         )
     broken = sum(not holds for holds in audit["checks"].values())
-    parts.append(
-        f"<b>{broken} check(s) broken</b>: see Checks." if broken else "All checks hold."
-    )
+    if not audit["checks"]:
+        parts.append("No checks: nothing was counted independently of these rows.")
+    else:
+        parts.append(
+            f"<b>{broken} check(s) broken</b>: see Checks." if broken else "All checks hold."
+        )
     return '<p class="summary">' + " ".join(parts) + "</p>"
 
 
@@ -397,9 +400,21 @@ def _run_section(run: dict, pipeline_facts: dict) -> str:
 
 
 def _checks_section(audit: dict) -> str:
+    if not audit["checks"]:
+        text = (
+            "<p>None. A parallel set scored by <code>polycap audit --pairs</code> has no counts "
+            "of its own to check its rows against; a check built from the rows themselves "
+            "would hold whatever they say.</p>"
+        )
+        return f'<section id="checks"><h2>Conservation checks</h2>{text}</section>'
     rows = [[name, "yes" if holds else "NO"] for name, holds in audit["checks"].items()]
     table = _table(["check", "holds"], rows)
-    return f'<section id="checks"><h2>Conservation checks</h2>{table}</section>'
+    note = (
+        "" if any("counter" in name for name in audit["checks"]) else
+        "<p>The runner reported no counters: the rows in the files were not checked against the "
+        "stages' own counts.</p>"
+    )
+    return f'<section id="checks"><h2>Conservation checks</h2>{table}{note}</section>'
 
 
 def render(audit: dict) -> str:

@@ -393,6 +393,25 @@ def test_an_unknown_price_is_an_unknown_cost_not_zero():
     assert translation["totals"]["estimated_cost_usd"] is None
 
 
+def test_the_rows_in_the_files_are_checked_against_the_stages_own_counters(demo):
+    output, result = demo
+    counter_checks = {name: holds for name, holds in result["checks"].items() if "counter" in name}
+    assert "deduplicate duplicate: rows in the files = the stage's counter" in counter_checks
+    assert all(counter_checks.values()), counter_checks
+    # A row missing from the files (here: a counter that says one more) breaks the check.
+    audited = audit.load(str(output))
+    audited.run["metrics"]["counters"]["deduplicate"]["duplicate"] += 1
+    broken = audit.analyse(audited)
+    assert not broken["ok"]
+    assert not broken["checks"]["deduplicate duplicate: rows in the files = the stage's counter"]
+
+
+def test_a_sampled_caption_left_untagged_is_a_broken_check():
+    rows = [_row("a", "de", "accepted", 0.9)]
+    rows[0]["propn_ratio"] = None
+    assert not audit.analyse(_audited(rows))["checks"]["no sampled caption was left untagged"]
+
+
 def test_a_broken_law_is_a_failed_check():
     rows = [_row("a", "de", "accepted", 0.9)]
     outcome = _audited(rows)
@@ -514,6 +533,9 @@ def test_pairs_audit_counts_scores_and_reports(pairs_report):
         "length-ratio-de",
     }
     assert "no PROPN filter" in page
+    # Its laws would be built from the very rows they check: there are none, and the page says so.
+    assert result["checks"] == {}
+    assert "All checks hold" not in page and "nothing was counted independently" in page
 
 
 @pytest.mark.parametrize("name", ["val.csv", "val.jsonl"])
