@@ -13,6 +13,7 @@ machine shared with other work, CPU time moves far less than wall time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import threading
@@ -47,6 +48,19 @@ def _children_by_parent() -> dict[int, list[int]]:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
     return children
+
+
+def accepted_fingerprint(accepted) -> dict:
+    """What "the same accepted pairs" compares: per language, how many, and one sha256 over the
+    sorted (language, caption_id, translation) triples, so two runs that accept as many pairs
+    but not the same ones differ."""
+    triples = sorted((str(lang), str(caption_id), str(text)) for lang, caption_id, text in accepted)
+    counts: dict[str, int] = {}
+    digest = hashlib.sha256()
+    for triple in triples:
+        counts[triple[0]] = counts.get(triple[0], 0) + 1
+        digest.update(("\t".join(triple) + "\n").encode("utf-8"))
+    return {"pairs": dict(sorted(counts.items())), "sha256": digest.hexdigest()}
 
 
 def tree_rss_bytes(root: int) -> int:

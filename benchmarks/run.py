@@ -63,6 +63,15 @@ def _first(path: str, prefix: str) -> Optional[str]:
     return None
 
 
+def gpu() -> str:
+    """The GPUs ``nvidia-smi`` lists, or "none"."""
+    if not shutil.which("nvidia-smi"):
+        return "none"
+    listed = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                            capture_output=True, text=True)
+    return "; ".join(listed.stdout.split("\n")).strip("; ") or "none"
+
+
 def machine() -> dict:
     memory_kb = _first("/proc/meminfo", "MemTotal")
     return {
@@ -70,7 +79,7 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_gb": round(int(memory_kb.split()[0]) / 1024 / 1024, 1) if memory_kb else None,
-        "gpu": None,
+        "gpu": gpu(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "packages": {
@@ -152,15 +161,15 @@ def run_workload(repo: Path, name: str, bench: corpus.Corpus, logs: Path, label:
     return row
 
 
-def accepted_counts(output: Path) -> dict:
+def accepted_of(output: Path) -> dict:
+    """``measure.accepted_fingerprint`` of a polycap output's accepted shards."""
     import pyarrow.parquet as pq
 
-    counts = {}
-    for folder in sorted((output / "accepted").glob("lang=*")):
-        counts[folder.name.split("=", 1)[1]] = sum(
-            pq.read_metadata(path).num_rows for path in folder.glob("*.parquet")
-        )
-    return counts
+    triples = []
+    for path in sorted((output / "accepted").glob("lang=*/*.parquet")):
+        table = pq.read_table(path, columns=["target_lang", "caption_id", "translated_text"])
+        triples += zip(*(table.column(name).to_pylist() for name in table.column_names))
+    return measure.accepted_fingerprint(triples)
 
 
 def run_polycap(
@@ -187,7 +196,7 @@ def run_polycap(
         return row
     found = PIPELINE_SECONDS.search(Path(measured.log).read_text(errors="replace"))
     row["pipeline_s"] = float(found.group(1)) if found else None
-    row["accepted"] = accepted_counts(output)
+    row["accepted"] = accepted_of(output)
     run_facts = output / "audit" / "run.json"
     if run_facts.is_file():
         facts = json.loads(run_facts.read_text(encoding="utf-8"))
@@ -340,7 +349,7 @@ def translation(args, repo: Path, workdir: Path, logs: Path) -> dict:
     )
     reason = json.loads(probe.read_text())["skipped"]
     if reason:
-        log(f"translation benchmark SKIPPED: polycap has no AWS provider yet ({reason})")
+        log(f"translation benchmark could not run: {reason}")
         return {"skipped": reason}
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_translate", "--latency", str(args.latency),
@@ -483,7 +492,7 @@ def table(results: dict) -> str:
     tr = results.get("translation")
     if tr:
         if "skipped" in tr:
-            lines.append(f"translation: SKIPPED ({tr['skipped']})")
+            lines.append(f"translation: COULD NOT RUN ({tr['skipped']})")
         else:
             lines.append(
                 f"translation ({tr['requests']} requests, {tr['latency_s'] * 1000:.0f} ms latency, "
@@ -596,6 +605,8 @@ def failed_runs(results: dict) -> list[str]:
     for scale in ("1x", f"{results.get('memory', {}).get('scale')}x"):
         rows = results.get("memory", {}).get(scale, {}).get("runs", [])
         failed += [f"memory {scale} run {index + 1}" for index, row in enumerate(rows) if "error" in row]
+    if "skipped" in results.get("translation", {}):  # could not run: a failure, not a pass
+        failed.append(f"translation ({results['translation']['skipped']})")
     for mode in ("provider", "stage"):
         rows = results.get("translation", {}).get(mode, {}).get("runs", [])
         failed += [f"translation {mode} run {index + 1}" for index, row in enumerate(rows) if "error" in row]

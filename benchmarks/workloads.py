@@ -41,6 +41,8 @@ from polycap.transforms.propn import propn_ratio  # noqa: E402
 from polycap.transforms.text import is_untranslated, match_key, normalise  # noqa: E402
 from polycap.transforms.sample import sample_rank  # noqa: E402
 
+from benchmarks.measure import accepted_fingerprint  # noqa: E402
+
 SHARED = "*"
 
 
@@ -145,17 +147,18 @@ def baseline(cfg: Config, output: Path, clock: Clock) -> dict:
         [keep(cfg, row.text, row.translated_text, row.similarity) for row in pairs.itertuples(index=False)]
     ]
     output.mkdir(parents=True, exist_ok=True)
-    counts = {}
     for lang in cfg.languages:
         rows_of_lang = accepted[accepted["target_lang"] == lang].drop(columns=["key", "rank"])
         rows_of_lang.to_parquet(output / f"accepted-{lang}.parquet", index=False)
-        counts[lang] = len(rows_of_lang)
+    fingerprint = accepted_fingerprint(
+        zip(accepted["target_lang"], accepted["caption_id"], accepted["translated_text"])
+    )
     clock.lap("other")
     return {
         "captions": len(frame),
         "eligible": len(eligible),
         "pairs": len(pairs),
-        "accepted": counts,
+        "accepted": fingerprint,
     }
 
 
@@ -204,20 +207,20 @@ def bare(cfg: Config, clock: Clock, options: argparse.Namespace) -> dict:
         if ratio < cfg.propn.max_propn_ratio
     ]
     memory = read_memory(cfg)
-    pairs = []  # (target_lang, source, translation)
+    pairs = []  # (target_lang, caption_id, source, translation)
     for key in sample_keys(cfg):
         ranked = sorted(eligible, key=lambda caption: sample_rank(cfg.sample.seed, caption[0], key))
         for lang in cfg.languages if key == SHARED else [key]:
-            for _, text in ranked[: cfg.sample.per_language]:
+            for caption_id, text in ranked[: cfg.sample.per_language]:
                 translation = memory.get((lang, match_key(text)))
                 if translation is not None:
-                    pairs.append((lang, text, translation))
+                    pairs.append((lang, caption_id, text, translation))
     if options.sort_by_length:
-        pairs.sort(key=lambda pair: len(pair[1]) + len(pair[2]))
+        pairs.sort(key=lambda pair: len(pair[2]) + len(pair[3]))
     clock.lap("other")
 
-    sources = [source for _, source, _ in pairs]
-    translations = [translation for _, _, translation in pairs]
+    sources = [source for _, _, source, _ in pairs]
+    translations = [translation for _, _, _, translation in pairs]
     if options.stage == "tag":
         pairs, cosines = [], np.empty(0)
     elif options.encode_batch:  # as RunInference does: one call per batch of pairs
@@ -232,16 +235,17 @@ def bare(cfg: Config, clock: Clock, options: argparse.Namespace) -> dict:
         cosines = encoders.similarities(encoder, sources, translations)
     clock.lap("encode")
 
-    counts = {lang: 0 for lang in cfg.languages}
-    for (lang, source, translation), similarity in zip(pairs, cosines):
-        if keep(cfg, source, translation, float(similarity)):
-            counts[lang] += 1
+    fingerprint = accepted_fingerprint(
+        (lang, caption_id, translation)
+        for (lang, caption_id, source, translation), similarity in zip(pairs, cosines)
+        if keep(cfg, source, translation, float(similarity))
+    )
     clock.lap("other")
     return {
         "captions": len(captions),
         "eligible": len(eligible),
         "pairs": len(pairs),
-        "accepted": counts,
+        "accepted": fingerprint,
     }
 
 

@@ -295,9 +295,8 @@ def _billed_by_language(counted: dict) -> Counter:
     billed: Counter = Counter()
     if counted.get("provider") in (None, "none") or not counted.get("store"):
         return billed
-    for row in read_store_rows(counted["store"], counted["provider"]):
-        if row["run_id"] == counted["run_id"]:
-            billed[row["target_lang"]] += row["characters"]
+    for row in read_store_rows(counted["store"], counted["provider"], run_id=counted["run_id"]):
+        billed[row["target_lang"]] += row["characters"]
     return billed
 
 

@@ -14,7 +14,7 @@ import datetime
 import hashlib
 import io
 import uuid
-from typing import Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -86,10 +86,16 @@ def write_batch(path: str, rows: list[dict]) -> None:
     FileSystems.rename([temporary], [path])
 
 
-def read_store_rows(root: str, provider: str) -> list[dict]:
-    """Every row of one provider's store, on the driver (the audit reads a run's billing)."""
-    matches = FileSystems.match([store_pattern(root, provider)])[0].metadata_list
-    return [row for metadata in matches for row in read_batch(metadata.path)]
+def read_store_rows(root: str, provider: str, run_id: Optional[str] = None) -> list[dict]:
+    """The rows of one provider's store on the driver: every row, or (``run_id``) only those of
+    the batch files that run's owners wrote (``batch_path``: the owner starts with the run id),
+    so a run's bill is read from its own files, not from every row the store ever held."""
+    pattern = store_pattern(root, provider)
+    if run_id is not None:
+        pattern = f"{root}/{provider}/batch-*-{run_id}-*.parquet"
+    matches = FileSystems.match([pattern])[0].metadata_list
+    rows = [row for metadata in matches for row in read_batch(metadata.path)]
+    return rows if run_id is None else [row for row in rows if row["run_id"] == run_id]
 
 
 class ReadStore(beam.PTransform):
