@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from polycap.pipeline import config, graph
+from polycap.pipeline import config, filesystems, graph
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms.errors import ConfigError, PolycapError
 from polycap.transforms.read import UnreadableFiles
@@ -127,6 +127,9 @@ def _prepare(argv: Sequence[str]):
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     FileSystems.set_options(options)
+    # Before anything lists a path: Beam's S3 client retries a store that does not answer.
+    filesystems.check_stores_reachable(cfg, options, output)
+    filesystems.forward_options_to_worker_processes(options)
     graph.check_before_running(cfg)
     # Workers may start in another directory (portable runners, Dataflow): no relative paths.
     return args, config.with_absolute_paths(cfg), config.absolute_path(output), options
