@@ -25,6 +25,15 @@ WIDTH, DPI = 7.2, 110
 HALF_WIDTH = 5.6  # plots shown two side by side
 
 
+def _score_histogram(figure: Figure, axes, xlabel: str, title: str, alt: str, name: str) -> str:
+    """A histogram of scores (pairs per bin), labelled, with its legend, as an inline <img>."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("pairs")
+    axes.set_title(title)
+    axes.legend(fontsize=8, frameon=False, loc="upper left")
+    return _png(figure, alt, name)
+
+
 def _png(figure: Figure, alt: str, name: str) -> str:
     """``figure`` as an inline <img> (PNG, base64)."""
     figure.tight_layout()
@@ -138,14 +147,10 @@ def similarity(lang: str, numbers: dict, rule: dict) -> str:
             else f"top {rule.get('keep_top_fraction', 0):.0%} ended at {threshold:.3f}"
         )
         axes.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5, label=label)
-    axes.set_xlabel("cosine similarity of source and translation")
-    axes.set_ylabel("pairs")
-    axes.set_title(f"{lang}: similarity scores ({numbers['scored']:,} scored pairs)")
-    axes.legend(fontsize=8, frameon=False, loc="upper left")
-    return _png(
-        figure,
-        f"Histogram of similarity scores for {lang} with the threshold",
-        f"similarity-{lang}",
+    return _score_histogram(
+        figure, axes, "cosine similarity of source and translation",
+        f"{lang}: similarity scores ({numbers['scored']:,} scored pairs)",
+        f"Histogram of similarity scores for {lang} with the threshold", f"similarity-{lang}",
     )
 
 
@@ -237,14 +242,10 @@ def calibration_scores(lang: str, result: dict) -> str:
         linestyle="--",
         label=f"{threshold['rule']}: {threshold['min_similarity']:.3f}",
     )
-    axes.set_xlabel("cosine similarity of caption and translation")
-    axes.set_ylabel("pairs")
-    axes.set_title(f"{lang}: true vs mismatched pairs")
-    axes.legend(fontsize=8, frameon=False, loc="upper left")
-    return _png(
-        figure,
-        f"Score distributions of true and mismatched pairs for {lang}",
-        f"calibration-{lang}",
+    return _score_histogram(
+        figure, axes, "cosine similarity of caption and translation",
+        f"{lang}: true vs mismatched pairs",
+        f"Score distributions of true and mismatched pairs for {lang}", f"calibration-{lang}",
     )
 
 
