@@ -8,9 +8,13 @@ and, per language, ``sampled = accepted + rejected + failed``. A broken law is a
 audit says so in ``checks``. The run's facts (``audit/run.json``, written by ``polycap run``:
 config, versions, runner, times) give the thresholds the report draws.
 
-``audit.json`` holds every number of the report; ``audit.html`` (``pipeline/report.py``) only
-draws and lays them out. Memory: the audit holds the columns it needs of every row of the output
-(ids, texts, scores; not URLs or errors) on the driver, a few hundred bytes per row.
+``audit.json`` holds every number of the report; ``audit.html`` (``html_page.py``) only
+draws and lays them out. Memory: the files are read a batch at a time, only the columns the
+numbers need. Every count is summed from the rows grouped by dataset, language, provider,
+outcome, stage and reason; the audit keeps one narrow row per sampled pair (id, language,
+outcome, scores, text lengths, where the row lies: about 70 bytes, no texts) and per caption the
+PROPN stage removed, and reads the texts of only the rows it shows as examples. 3 million rows
+take about 850 MiB at peak, 420 of them the imports (``benchmarks/audit_memory.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
-from typing import Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional, Union
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,7 +41,7 @@ from polycap.transforms.read import UNREADABLE_ID_PREFIX
 from polycap.transforms.read import Reason as ReadReason
 from polycap.transforms.records import Stage
 from polycap.transforms.store import read_store_rows
-from polycap.transforms.write import ACCEPTED_SCHEMA, COUNTS_FILE, FAILED_SCHEMA, REJECTED_SCHEMA
+from polycap.transforms.write import COUNTS_FILE, REJECTED_SCHEMA
 
 AUDIT_JSON = "audit/audit.json"
 AUDIT_HTML = "audit/audit.html"
@@ -65,16 +71,45 @@ log = logging.getLogger(__name__)
 # Providers whose translations are stored ones: a hit, never a call, never billed.
 CACHE_PROVIDERS = frozenset({"memory", "store"})
 
+# What the counts are grouped by: every count of the report is a sum over these groups.
+_GROUP_KEYS = ["dataset", "target_lang", "provider", "outcome", "stage", "reason"]
+_ROW_SCHEMA = pa.schema(
+    [REJECTED_SCHEMA.field(name) for name in _COLUMNS + ["stage", "reason"]]
+    + [pa.field("outcome", pa.string())]
+)
+BATCH_ROWS = 65_536  # rows read at a time from a Parquet file
+READ_BUFFER_BYTES = 1 << 20
+
+
+class Scanned(NamedTuple):
+    """The output's rows as the audit needs them, without their texts.
+
+    ``groups``: one dict per distinct (``_GROUP_KEYS``) with ``rows`` and ``characters`` (source
+    characters), which every count is summed from; ``sampled``: one narrow row per sampled pair
+    (``target_lang`` set): caption_id, target_lang, outcome, untranslated, similarity,
+    propn_ratio, source_chars, translated_chars and where it lies (``part``, ``row``);
+    ``removed``: caption_id, propn_ratio, part, row of every caption the PROPN stage removed;
+    ``unreadable``: the ids of the rows that name an input file read only up to a break;
+    ``fetch``: the full rows (dicts, as the report shows them) at a list of (part, row)."""
+
+    groups: list
+    sampled: pa.Table
+    removed: pa.Table
+    unreadable: list
+    fetch: Callable[[list], list]
+
 
 class Audited(NamedTuple):
-    """What an audit is computed from. ``rows``: every output row as a dict of ``_COLUMNS`` plus
-    ``outcome`` (accepted / rejected / failed), ``stage`` and ``reason`` (None when accepted);
+    """What an audit is computed from. ``rows``: the output's rows, ``Scanned`` (what ``load``
+    gives: no texts but those of the rows shown) or a list of dicts of ``_COLUMNS`` plus
+    ``outcome`` (accepted / rejected / failed), ``stage`` and ``reason`` (None when accepted),
+    for small sets built in memory (``polycap audit --pairs``);
     ``counted``: the pipeline's counts (``read``, ``eligible``, ``languages``, ``sampled``);
     ``run``: the run facts (``runfacts``), {} when unknown."""
 
     output: str
     mode: str  # "run": a polycap output directory; "pairs": a parallel set scored by the audit
-    rows: list
+    rows: Union[Scanned, list]
     counted: dict
     run: dict
 
@@ -82,56 +117,203 @@ class Audited(NamedTuple):
 # ---------------------------------------------------------------------------------- reading
 
 
-def _read_table(pattern: str, schema: pa.Schema, columns: list[str]) -> pa.Table:
-    matches = FileSystems.match([pattern])[0].metadata_list
-    tables = []
-    for metadata in sorted(matches, key=lambda m: m.path):
-        with FileSystems.open(metadata.path) as stream:
-            tables.append(pq.read_table(io.BytesIO(stream.read()), columns=columns))
-    if not tables:
-        return schema.empty_table().select(columns)
-    return pa.concat_tables(tables)
+class _Scanner:
+    """Reads rows a batch at a time and keeps only what the numbers need (``Scanned``)."""
+
+    def __init__(self):
+        self.groups: Counter = Counter()
+        self.characters: Counter = Counter()
+        self.sampled: list[pa.Table] = []
+        self.removed: list[pa.Table] = []
+        self.unreadable: list[str] = []
+
+    def add(self, batch: pa.Table, part: int, first_row: int) -> None:
+        """``batch``: rows of ``_ROW_SCHEMA``, the ``first_row``-th onwards of part ``part``."""
+        source_chars = pc.utf8_length(batch["source_text"])
+        grouped = (
+            batch.select(_GROUP_KEYS)
+            .append_column("characters", pc.fill_null(source_chars, 0))
+            .group_by(_GROUP_KEYS, use_threads=False)
+            .aggregate([("characters", "sum"), ("characters", "count")])
+        )
+        for group in grouped.to_pylist():
+            key = tuple(group[name] for name in _GROUP_KEYS)
+            self.groups[key] += group["characters_count"]
+            self.characters[key] += group["characters_sum"]
+        lang, outcome, stage, reason = (
+            batch[name] for name in ("target_lang", "outcome", "stage", "reason")
+        )
+        located = {
+            "part": pa.array(np.full(batch.num_rows, part, dtype=np.int32)),
+            "row": pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)),
+        }
+        early = pc.is_null(lang)
+        self.sampled.append(
+            pa.table(
+                {
+                    "caption_id": batch["caption_id"],
+                    "target_lang": lang,
+                    "outcome": outcome,
+                    "untranslated": pc.fill_null(pc.equal(reason, UNTRANSLATED), False),
+                    "similarity": batch["similarity"],
+                    "propn_ratio": batch["propn_ratio"],
+                    "source_chars": source_chars,
+                    "translated_chars": pc.utf8_length(batch["translated_text"]),
+                    **located,
+                }
+            ).filter(pc.invert(early))
+        )
+        removed = pc.and_(
+            early,
+            pc.fill_null(
+                pc.and_(pc.equal(outcome, REJECTED), pc.equal(stage, Stage.PROPN.value)), False
+            ),
+        )
+        self.removed.append(
+            pa.table(
+                {"caption_id": batch["caption_id"], "propn_ratio": batch["propn_ratio"], **located}
+            ).filter(removed)
+        )
+        unreadable = pc.and_(
+            early,
+            pc.fill_null(
+                pc.and_(
+                    pc.equal(outcome, FAILED), pc.equal(reason, ReadReason.UNREADABLE_FILE.value)
+                ),
+                False,
+            ),
+        )
+        self.unreadable += batch["caption_id"].filter(unreadable).to_pylist()
+
+    def scanned(self, fetch: Callable[[list], list]) -> Scanned:
+        groups = [
+            {**dict(zip(_GROUP_KEYS, key)), "rows": rows, "characters": self.characters[key]}
+            for key, rows in self.groups.items()
+        ]
+        empty = _Scanner()
+        empty.add(_ROW_SCHEMA.empty_table(), 0, 0)
+        sampled = pa.concat_tables(self.sampled or empty.sampled)
+        removed = pa.concat_tables(self.removed or empty.removed)
+        return Scanned(groups, sampled, removed, self.unreadable, fetch)
 
 
-def _rows(table: pa.Table, outcome: str) -> list[dict]:
-    rows = table.to_pylist()
-    for row in rows:
-        row["outcome"] = outcome
-        row.setdefault("stage", None)
-        row.setdefault("reason", None)
-    return rows
+def scan_rows(rows: list[dict]) -> Scanned:
+    """``Scanned`` of rows held as dicts (``Audited.rows``): one part, the list itself."""
+    scanner = _Scanner()
+    scanner.add(pa.Table.from_pylist(rows, schema=_ROW_SCHEMA), 0, 0)
+    return scanner.scanned(lambda located: [rows[row] for _, row in located])
+
+
+def _open(path: str):
+    stream = FileSystems.open(path)
+    if stream.seekable():
+        return stream
+    with stream:  # a filesystem whose streams cannot seek: the file is read whole
+        return io.BytesIO(stream.read())
+
+
+def _parquet(stream) -> pq.ParquetFile:
+    # Column chunks are read a buffer at a time, not whole: a row group of a large shard holds
+    # hundreds of megabytes of texts. The caller closes it (``with``): a reader that Python
+    # collects only at exit can abort the interpreter there (apache/arrow#34314).
+    return pq.ParquetFile(stream, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+
+class _Part(NamedTuple):
+    path: str
+    outcome: str
+    columns: list
+
+
+def _scan_part(scanner: _Scanner, index: int, part: _Part) -> None:
+    with _open(part.path) as stream, _parquet(stream) as parquet:
+        first_row = 0
+        for batch in parquet.iter_batches(BATCH_ROWS, columns=part.columns):
+            rows = _with_outcome(pa.Table.from_batches([batch]), part.outcome)
+            scanner.add(rows, index, first_row)
+            first_row += batch.num_rows
+
+
+def _with_outcome(table: pa.Table, outcome: str) -> pa.Table:
+    """``table`` as ``_ROW_SCHEMA``: accepted rows have no stage or reason."""
+    columns = {}
+    for field in _ROW_SCHEMA:
+        if field.name in table.column_names:
+            columns[field.name] = table[field.name]
+        elif field.name == "outcome":
+            columns[field.name] = pa.repeat(pa.scalar(outcome), table.num_rows)
+        else:
+            columns[field.name] = pa.nulls(table.num_rows, field.type)
+    return pa.table(columns, schema=_ROW_SCHEMA)
+
+
+def _fetch_parts(parts: list[_Part], located: list) -> list[dict]:
+    """The full rows at ``located`` ((part, row) pairs), in that order: only the row groups that
+    hold them are read."""
+    found = {}
+    for index in sorted({part for part, _ in located}):
+        part = parts[index]
+        wanted = sorted({row for at, row in located if at == index})
+        with _open(part.path) as stream, _parquet(stream) as parquet:
+            starts = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows
+                                      for i in range(parquet.num_row_groups)])
+            groups = {int(np.searchsorted(starts, row, side="right")) - 1 for row in wanted}
+            for group in sorted(groups):
+                table = parquet.read_row_group(group, columns=part.columns)
+                table = _with_outcome(table, part.outcome)
+                for row in wanted:
+                    if starts[group] <= row < starts[group + 1]:
+                        found[(index, row)] = table.slice(row - starts[group], 1).to_pylist()[0]
+    return [found[(part, row)] for part, row in located]
 
 
 def load(root: str) -> Audited:
-    """The rows, counts and run facts of the output directory ``root`` (any Beam filesystem URI)."""
+    """The rows (``Scanned``), counts and run facts of the output directory ``root`` (any Beam
+    filesystem URI). The rows are read a batch at a time, only the columns the audit needs."""
     root = root.rstrip("/")
     counts_path = f"{root}/{COUNTS_FILE}"
     if not FileSystems.exists(counts_path):
         raise InputError(f"{root}: not a finished polycap output ({COUNTS_FILE} is missing)")
     with FileSystems.open(counts_path) as stream:
         counted = json.loads(stream.read().decode("utf-8"))
-    rows = []
-    for outcome, pattern, schema, columns in (
-        (ACCEPTED, "accepted/lang=*/*.parquet", ACCEPTED_SCHEMA, _COLUMNS),
-        (REJECTED, "rejected/*.parquet", REJECTED_SCHEMA, _COLUMNS + ["stage", "reason"]),
-        (FAILED, "failed/*.parquet", FAILED_SCHEMA, _COLUMNS + ["stage", "reason"]),
+    parts = []
+    for outcome, pattern, columns in (
+        (ACCEPTED, "accepted/lang=*/*.parquet", _COLUMNS),
+        (REJECTED, "rejected/*.parquet", _COLUMNS + ["stage", "reason"]),
+        (FAILED, "failed/*.parquet", _COLUMNS + ["stage", "reason"]),
     ):
-        rows += _rows(_read_table(f"{root}/{pattern}", schema, columns), outcome)
-    return Audited(root, "run", rows, counted, runfacts.read(root))
+        matches = FileSystems.match([f"{root}/{pattern}"])[0].metadata_list
+        parts += [_Part(m.path, outcome, columns) for m in sorted(matches, key=lambda m: m.path)]
+    scanner = _Scanner()
+    for index, part in enumerate(parts):
+        _scan_part(scanner, index, part)
+    scanned = scanner.scanned(lambda located: _fetch_parts(parts, located))
+    return Audited(root, "run", scanned, counted, runfacts.read(root))
 
 
 # ---------------------------------------------------------------------------------- numbers
 
 
-def _counts(column: Iterable) -> dict:
-    return dict(sorted(Counter(column).items()))
+def _rows_of(groups: Iterable[dict]) -> int:
+    return sum(group["rows"] for group in groups)
 
 
-def _similarity_edges(scores: list[float]) -> list[float]:
-    low = min([0.0, *scores])
+def _counts(groups: Iterable[dict], key: str) -> dict:
+    counts: Counter = Counter()
+    for group in groups:
+        counts[group[key]] += group["rows"]
+    return dict(sorted(counts.items()))
+
+
+def _similarity_edges(scores: np.ndarray) -> list[float]:
+    low = min(0.0, float(scores.min())) if len(scores) else 0.0
     low = math.floor(low * 10) / 10
     steps = round((1.0 - low) / SIMILARITY_BIN)
     return [round(low + SIMILARITY_BIN * step, 4) for step in range(steps + 1)]
+
+
+def _floats(column) -> np.ndarray:
+    return column.drop_null().to_numpy().astype(float, copy=False)
 
 
 def threshold_rule(run: dict) -> dict:
@@ -141,12 +323,14 @@ def threshold_rule(run: dict) -> dict:
     return {name: value for name, value in keep.items() if value is not None}
 
 
-def length_ratio(row: dict) -> Optional[float]:
-    """Characters of the translation per character of the source."""
-    source, translated = row["source_text"], row["translated_text"]
-    if not source or translated is None:
-        return None
-    return len(translated) / len(source)
+def length_ratios(pairs: pa.Table) -> np.ndarray:
+    """Characters of the translation per character of the source (``source_chars``,
+    ``translated_chars``: ``utf8_length``), where both texts are there and the source is not
+    empty."""
+    source, translated = pairs["source_chars"], pairs["translated_chars"]
+    usable = pc.and_(pc.fill_null(pc.greater(source, 0), False), pc.is_valid(translated))
+    source, translated = _floats(source.filter(usable)), _floats(translated.filter(usable))
+    return translated / source
 
 
 def _example(row: dict) -> dict:
@@ -162,56 +346,83 @@ def _example(row: dict) -> dict:
     }
 
 
-def examples(judged: list[dict], threshold: Optional[float]) -> dict:
-    """The best, borderline (nearest ``threshold``) and worst scored pairs, deterministic."""
-    ranked = sorted(judged, key=lambda row: (-row["similarity"], row["caption_id"]))
-    borderline = []
+def _located(table: pa.Table, order) -> list:
+    picked = table.take(pa.array(order, type=pa.int64()))
+    return list(zip(picked["part"].to_pylist(), picked["row"].to_pylist()))
+
+
+def examples(judged: pa.Table, threshold: Optional[float], fetch: Callable[[list], list]) -> dict:
+    """The best, borderline (nearest ``threshold``) and worst scored pairs of ``judged``
+    (``Scanned.sampled`` rows), deterministic: ties go by caption_id. Only these rows' texts are
+    read (``fetch``)."""
+    ranked = pc.sort_indices(
+        judged, sort_keys=[("similarity", "descending"), ("caption_id", "ascending")]
+    ).to_numpy()
+    best = ranked[:EXAMPLES]
+    worst = ranked[-EXAMPLES:][::-1] if len(ranked) else ranked
+    nearest = np.array([], dtype=np.int64)
     if threshold is not None:
-        nearest = sorted(
-            ranked, key=lambda row: (abs(row["similarity"] - threshold), row["caption_id"])
+        distance = judged.append_column(
+            "distance", pc.abs(pc.subtract(judged["similarity"], threshold))
         )
-        borderline = sorted(nearest[:EXAMPLES], key=lambda row: -row["similarity"])
+        nearest = pc.sort_indices(
+            distance, sort_keys=[("distance", "ascending"), ("caption_id", "ascending")]
+        ).to_numpy()[:EXAMPLES]
+    located = [_located(judged, order) for order in (best, nearest, worst)]
+    rows = fetch([at for group in located for at in group])
+    best_rows, nearest_rows = rows[: len(best)], rows[len(best) : len(best) + len(nearest)]
+    worst_rows = rows[len(best) + len(nearest) :]
+    borderline = sorted(nearest_rows, key=lambda row: -row["similarity"])
     return {
-        "best": [_example(row) for row in ranked[:EXAMPLES]],
+        "best": [_example(row) for row in best_rows],
         "borderline": [_example(row) for row in borderline],
-        "worst": [_example(row) for row in reversed(ranked[-EXAMPLES:])],
+        "worst": [_example(row) for row in worst_rows],
     }
 
 
-def _language(lang: str, rows: list[dict], sampled: int, eligible: int, rule: dict) -> dict:
-    accepted = [row for row in rows if row["outcome"] == ACCEPTED]
-    rejected = [row for row in rows if row["outcome"] == REJECTED]
-    failed = [row for row in rows if row["outcome"] == FAILED]
-    scored = [row for row in accepted + rejected if row["similarity"] is not None]
+def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, rule: dict,
+              fetch: Callable[[list], list]) -> dict:
+    """The numbers of one language: ``groups`` are its counts, ``pairs`` its ``Scanned.sampled``
+    rows."""
+    accepted, rejected, failed = (
+        [group for group in groups if group["outcome"] == outcome]
+        for outcome in (ACCEPTED, REJECTED, FAILED)
+    )
+    outcome = pairs["outcome"]
+    is_accepted = pc.equal(outcome, ACCEPTED)
+    scored = pairs.filter(
+        pc.and_(pc.or_(is_accepted, pc.equal(outcome, REJECTED)), pc.is_valid(pairs["similarity"]))
+    )
+    scored_accepted = pc.equal(scored["outcome"], ACCEPTED)
     # Untranslated pairs score near 1.0 against themselves; they say nothing about quality.
-    judged = [row for row in scored if row["reason"] != UNTRANSLATED]
-    scores = [row["similarity"] for row in scored]
+    judged = scored.filter(pc.invert(scored["untranslated"]))
+    scores = _floats(scored["similarity"])
     edges = _similarity_edges(scores)
-    ratios = [ratio for ratio in map(length_ratio, judged) if ratio is not None]
+    ratios = length_ratios(judged)
+    accepted_scores = _floats(pairs["similarity"].filter(is_accepted))
+    n_accepted = _rows_of(accepted)
     threshold = rule.get("min_similarity")
-    if threshold is None and "keep_top_fraction" in rule and accepted:
-        threshold = min(row["similarity"] for row in accepted)  # where the top fraction ended
+    if threshold is None and "keep_top_fraction" in rule and n_accepted:
+        threshold = float(accepted_scores.min())  # where the top fraction ended
     return {
         "sampled": sampled,
         "not_sampled": eligible - sampled,
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "rejected_by_reason": _counts(row["reason"] for row in rejected),
-        "failed": len(failed),
-        "failed_by_reason": _counts(row["reason"] for row in failed),
+        "accepted": n_accepted,
+        "rejected": _rows_of(rejected),
+        "rejected_by_reason": _counts(rejected, "reason"),
+        "failed": _rows_of(failed),
+        "failed_by_reason": _counts(failed, "reason"),
         "similarity_quantiles": quantiles(scores),
-        "accepted_similarity_quantiles": quantiles([row["similarity"] for row in accepted]),
-        "scored": len(scored),
-        "acceptance_rate": round(len(accepted) / sampled, 4) if sampled else None,
-        "untranslated": sum(row["reason"] == UNTRANSLATED for row in rejected),
+        "accepted_similarity_quantiles": quantiles(accepted_scores),
+        "scored": scored.num_rows,
+        "acceptance_rate": round(n_accepted / sampled, 4) if sampled else None,
+        "untranslated": _rows_of(group for group in rejected if group["reason"] == UNTRANSLATED),
         "threshold": threshold,
         "similarity_histogram": {
             "edges": edges,
-            ACCEPTED: histogram(
-                [row["similarity"] for row in scored if row["outcome"] == ACCEPTED], edges
-            ),
+            ACCEPTED: histogram(_floats(scored["similarity"].filter(scored_accepted)), edges),
             REJECTED: histogram(
-                [row["similarity"] for row in scored if row["outcome"] == REJECTED], edges
+                _floats(scored["similarity"].filter(pc.invert(scored_accepted))), edges
             ),
         },
         "length_ratio_quantiles": quantiles(ratios),
@@ -219,36 +430,45 @@ def _language(lang: str, rows: list[dict], sampled: int, eligible: int, rule: di
             "edges": LENGTH_RATIO_EDGES,
             "counts": histogram(ratios, LENGTH_RATIO_EDGES),
         },
-        "examples": examples(judged, threshold),
+        "examples": examples(judged, threshold, fetch),
     }
 
 
-def _propn(early_rejects: list[dict], sampled_rows: list[dict], run: dict) -> dict:
+def _ratio_per_caption(sampled: pa.Table) -> np.ndarray:
+    """The PROPN ratio of every sampled caption that has one, once per caption (one sampled
+    into several languages is one caption): the ratio of its last row."""
+    tagged = sampled.select(["caption_id", "propn_ratio"])
+    tagged = tagged.filter(pc.is_valid(tagged["propn_ratio"]))
+    if not tagged.num_rows:
+        return np.array([], dtype=float)
+    # A stable sort keeps a caption's rows in their order: its last row ends its run of ids.
+    order = pc.sort_indices(tagged, sort_keys=[("caption_id", "ascending")])
+    ids = tagged["caption_id"].take(order)
+    last = pc.not_equal(ids[:-1], ids[1:]).to_numpy(zero_copy_only=False)
+    last = np.append(last, True)
+    return _floats(tagged["propn_ratio"].take(order))[last]
+
+
+def _propn(scanned: Scanned, run: dict) -> dict:
     """PROPN ratios: every caption the filter removed, and the sampled captions (a uniform sample
     of those it kept: the rest never reach the files)."""
-    removed = sorted(
-        (row for row in early_rejects if row["stage"] == Stage.PROPN.value),
-        key=lambda row: (
-            row["propn_ratio"] if row["propn_ratio"] is not None else 1.0,
-            row["caption_id"],
-        ),
-    )
-    kept = {row["caption_id"]: row["propn_ratio"] for row in sampled_rows
-            if row["propn_ratio"] is not None}
-    shown = removed[:EXAMPLES] + removed[max(EXAMPLES, len(removed) - EXAMPLES) :]
+    removed = scanned.removed
+    order = pc.sort_indices(
+        removed.append_column("key", pc.fill_null(removed["propn_ratio"], 1.0)),
+        sort_keys=[("key", "ascending"), ("caption_id", "ascending")],
+    ).to_numpy()
+    shown = np.concatenate([order[:EXAMPLES], order[max(EXAMPLES, len(order) - EXAMPLES) :]])
+    kept = _ratio_per_caption(scanned.sampled)
     return {
         "max_propn_ratio": run.get("config", {}).get("propn", {}).get("max_propn_ratio"),
-        "removed": len(removed),
+        "removed": removed.num_rows,
         "sampled_captions": len(kept),
         "histogram": {
             "edges": PROPN_EDGES,
-            "removed": histogram(
-                [row["propn_ratio"] for row in removed if row["propn_ratio"] is not None],
-                PROPN_EDGES,
-            ),
-            "sampled": histogram(list(kept.values()), PROPN_EDGES),
+            "removed": histogram(_floats(removed["propn_ratio"]), PROPN_EDGES),
+            "sampled": histogram(kept, PROPN_EDGES),
         },
-        "sampled_quantiles": quantiles(list(kept.values())),
+        "sampled_quantiles": quantiles(kept),
         "removed_examples": [
             {
                 "caption_id": row["caption_id"],
@@ -256,28 +476,28 @@ def _propn(early_rejects: list[dict], sampled_rows: list[dict], run: dict) -> di
                 "text": row["source_text"],
                 "propn_ratio": row["propn_ratio"],
             }
-            for row in shown
+            for row in scanned.fetch(_located(removed, shown))
         ],
     }
 
 
-def _datasets(rows: list[dict], languages: list[str]) -> dict:
+def _datasets(groups: list[dict], languages: list[str]) -> dict:
     """Per source dataset: what was removed before sampling, and what reached each language."""
     found: dict = defaultdict(
         lambda: {"invalid": 0, "duplicate": 0, "propn": 0, "failed": 0,
                  "sampled": dict.fromkeys(languages, 0), "accepted": dict.fromkeys(languages, 0)}
     )
     early_kinds = {Stage.DEDUPLICATE.value: "duplicate", Stage.PROPN.value: "propn"}
-    for row in rows:
-        numbers = found[row["dataset"]]
-        lang = row["target_lang"]
+    for group in groups:
+        numbers = found[group["dataset"]]
+        lang = group["target_lang"]
         if lang is None:
-            kind = early_kinds.get(row["stage"], "invalid")
-            kind = "failed" if row["outcome"] == FAILED else kind
-            numbers[kind] += 1
+            kind = early_kinds.get(group["stage"], "invalid")
+            kind = "failed" if group["outcome"] == FAILED else kind
+            numbers[kind] += group["rows"]
         elif lang in numbers["sampled"]:
-            numbers["sampled"][lang] += 1
-            numbers[ACCEPTED][lang] += row["outcome"] == ACCEPTED
+            numbers["sampled"][lang] += group["rows"]
+            numbers[ACCEPTED][lang] += group["rows"] if group["outcome"] == ACCEPTED else 0
     for numbers in found.values():
         numbers["accepted_total"] = sum(numbers[ACCEPTED].values())
     return {name: found[name] for name in sorted(found)}
@@ -300,7 +520,7 @@ def _billed_by_language(counted: dict) -> Counter:
     return billed
 
 
-def _translation(rows: list[dict], counted: dict, run: dict) -> dict:
+def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
     """Per language: memory and store hits, provider calls, characters billed, estimated cost.
 
     Where the pipeline counted its look-ups (``counts.json`` ``translation``: distinct texts
@@ -309,11 +529,11 @@ def _translation(rows: list[dict], counted: dict, run: dict) -> dict:
     a cache provider is a hit, any other a call billed by its source characters (store hits
     cannot be told from calls there). ``pairs_by_provider`` always comes from the files."""
     pairs: dict = defaultdict(lambda: defaultdict(lambda: {"pairs": 0, "characters": 0}))
-    for row in rows:
-        if row["provider"] is not None and row["target_lang"] is not None:
-            numbers = pairs[row["provider"]][row["target_lang"]]
-            numbers["pairs"] += 1
-            numbers["characters"] += len(row["source_text"] or "")
+    for group in groups:
+        if group["provider"] is not None and group["target_lang"] is not None:
+            numbers = pairs[group["provider"]][group["target_lang"]]
+            numbers["pairs"] += group["rows"]
+            numbers["characters"] += group["characters"]
     translation_cfg = run.get("config", {}).get("translation", {})
     provider = counted.get("provider", translation_cfg.get("provider"))
     price = counted.get("price_per_million_chars", translation_cfg.get("price_per_million_chars"))
@@ -341,7 +561,8 @@ def _translation(rows: list[dict], counted: dict, run: dict) -> dict:
         values = [numbers[key] for numbers in languages.values()]
         totals[key] = None if None in values else round(sum(values), 4)
     untranslatable = [
-        row for row in rows if row["stage"] == Stage.TRANSLATE.value and row["outcome"] == FAILED
+        group for group in groups
+        if group["stage"] == Stage.TRANSLATE.value and group["outcome"] == FAILED
     ]
     counters = run.get("metrics", {}).get("counters", {})
     return {
@@ -351,7 +572,7 @@ def _translation(rows: list[dict], counted: dict, run: dict) -> dict:
         "languages": languages,
         "totals": totals,
         "pairs_by_provider": {name: dict(sorted(pairs[name].items())) for name in sorted(pairs)},
-        "no_translation": _counts(row["target_lang"] for row in untranslatable),
+        "no_translation": _counts(untranslatable, "target_lang"),
         "reported_by_runner": counters.get(Stage.TRANSLATE.value, {}),
     }
 
@@ -368,7 +589,9 @@ def _counter_checks(early: list[dict], run: dict) -> dict:
     counters = run.get("metrics", {}).get("counters", {})
     if not counters:
         return {}
-    in_files = Counter((row["stage"], row["reason"]) for row in early)
+    in_files: Counter = Counter()
+    for group in early:
+        in_files[(group["stage"], group["reason"])] += group["rows"]
     checks = {}
     for stage in _EARLY_STAGES:
         counted = counters.get(stage.value, {})
@@ -382,24 +605,24 @@ def _counter_checks(early: list[dict], run: dict) -> dict:
 
 def analyse(audited: Audited) -> dict:
     """Every number of the report, from ``audited``. See the module docstring for the laws."""
-    counted, rows, run = audited.counted, audited.rows, audited.run
-    early = [row for row in rows if row["target_lang"] is None]
-    early_rejects = [row for row in early if row["outcome"] == REJECTED]
-    early_failures = [row for row in early if row["outcome"] == FAILED]
-    invalid = [row for row in early_rejects if row["stage"] in _INVALID_STAGES]
+    counted, run = audited.counted, audited.run
+    scanned = audited.rows if isinstance(audited.rows, Scanned) else scan_rows(audited.rows)
+    groups = scanned.groups
+    early = [group for group in groups if group["target_lang"] is None]
+    early_rejects = [group for group in early if group["outcome"] == REJECTED]
+    early_failures = [group for group in early if group["outcome"] == FAILED]
+    invalid = [group for group in early_rejects if group["stage"] in _INVALID_STAGES]
     source = {
         "read": counted["read"],
-        "invalid": len(invalid),
-        "invalid_by_reason": _counts(row["reason"] for row in invalid),
-        "duplicate": sum(row["stage"] == Stage.DEDUPLICATE.value for row in early_rejects),
-        "propn": sum(row["stage"] == Stage.PROPN.value for row in early_rejects),
-        "failed": len(early_failures),
-        "failed_by_reason": _counts(row["reason"] for row in early_failures),
+        "invalid": _rows_of(invalid),
+        "invalid_by_reason": _counts(invalid, "reason"),
+        "duplicate": _rows_of(g for g in early_rejects if g["stage"] == Stage.DEDUPLICATE.value),
+        "propn": _rows_of(g for g in early_rejects if g["stage"] == Stage.PROPN.value),
+        "failed": _rows_of(early_failures),
+        "failed_by_reason": _counts(early_failures, "reason"),
         # input files read only up to a break: their rest is not in the dataset
         "unreadable_files": sorted(
-            row["caption_id"].removeprefix(UNREADABLE_ID_PREFIX)
-            for row in early_failures
-            if row["reason"] == ReadReason.UNREADABLE_FILE.value
+            caption_id.removeprefix(UNREADABLE_ID_PREFIX) for caption_id in scanned.unreadable
         ),
         "eligible": counted["eligible"],
         # eligible captions never POS-tagged: sampling could not choose them (preselect.py)
@@ -414,35 +637,35 @@ def analyse(audited: Audited) -> dict:
         checks.update(_counter_checks(early, run))
 
     rule = threshold_rule(run)
-    by_language = defaultdict(list)
-    for row in rows:
-        if row["target_lang"] is not None:
-            by_language[row["target_lang"]].append(row)
+    sampled_rows = scanned.sampled
     languages = {}
     for lang in counted["languages"]:
         sampled = counted["sampled"].get(lang, 0)
-        rows_of_lang = by_language[lang]
-        languages[lang] = n = _language(lang, rows_of_lang, sampled, source["eligible"], rule)
+        pairs = sampled_rows.filter(pc.equal(sampled_rows["target_lang"], lang))
+        languages[lang] = n = _language(
+            [group for group in groups if group["target_lang"] == lang],
+            pairs, sampled, source["eligible"], rule, scanned.fetch,
+        )
         checks[f"{lang}: sampled = accepted + rejected + failed"] = (
             sampled == n["accepted"] + n["rejected"] + n["failed"]
         )
-        ids = [row["caption_id"] for row in rows_of_lang]
-        checks[f"{lang}: no caption is in the files twice"] = len(ids) == len(set(ids))
+        checks[f"{lang}: no caption is in the files twice"] = (
+            pc.count_distinct(pairs["caption_id"], mode="all").as_py() == pairs.num_rows
+        )
         if "min_similarity" in rule:
-            checks[f"{lang}: every accepted pair scores at least min_similarity"] = all(
-                row["similarity"] >= rule["min_similarity"]
-                for row in rows_of_lang
-                if row["outcome"] == ACCEPTED
+            accepted = pairs["similarity"].filter(pc.equal(pairs["outcome"], ACCEPTED))
+            checks[f"{lang}: every accepted pair scores at least min_similarity"] = (
+                accepted.null_count == 0
+                and bool(_floats(accepted).min(initial=math.inf) >= rule["min_similarity"])
             )
-    stray = set(by_language) - set(languages)
+    stray = {group["target_lang"] for group in groups if group["target_lang"] is not None}
+    stray -= set(languages)
     checks["no rows for unconfigured languages"] = not stray
 
-    sampled_rows = [row for row in rows if row["target_lang"] is not None]
     if audited.mode == "run":
         # Sampling can never choose a caption the PROPN stage left untagged (propn.py).
-        checks["no sampled caption was left untagged"] = all(
-            row["propn_ratio"] is not None for row in sampled_rows
-        )
+        untagged = sampled_rows["propn_ratio"].null_count
+        checks["no sampled caption was left untagged"] = untagged == 0
     else:
         # A parallel set has no counts of its own to check its rows against: no laws, and the
         # report says so instead of "All checks hold".
@@ -453,9 +676,9 @@ def analyse(audited: Audited) -> dict:
         "keep_rule": rule,
         "input": source,
         "languages": languages,
-        "propn": _propn(early_rejects, sampled_rows, run),
-        "datasets": _datasets(rows, list(counted["languages"])),
-        "translation": _translation(rows, counted, run),
+        "propn": _propn(scanned, run),
+        "datasets": _datasets(groups, list(counted["languages"])),
+        "translation": _translation(groups, counted, run),
         "run": run,
         # What the pipeline itself recorded about the run in counts.json, beside the counts.
         "pipeline_facts": {key: counted[key] for key in ("run_id", "store") if key in counted},
