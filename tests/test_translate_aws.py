@@ -11,6 +11,7 @@ from polycap.pipeline import cli
 from polycap.transforms.providers.aws import AwsConfig
 from tests.conftest import MULTI30K, ROOT, SAMPLES
 from tests.fake_translate import FakeTranslate
+from tests.test_scale import BUCKET, _s3_client, _s3_options, s3_endpoint  # noqa: F401 (fixture)
 from polycap.transforms.providers.aws import AwsTranslate
 from polycap.transforms.providers.base import ErrorKind, Request
 from polycap.transforms.store import read_store_rows
@@ -214,3 +215,22 @@ def test_two_runs_at_once_on_one_store_pay_each_text_once(tmp_path, translations
     assert sum(billed) == fake.billed_characters
     for name, size in sizes.items():
         assert audits[name]["languages"]["de"]["sampled"] == size and audits[name]["ok"]
+
+
+def test_a_store_on_s3_claims_and_keeps_what_was_paid(tmp_path, translations, s3_endpoint):  # noqa: F811
+    # The claims and batch files of a run on an object store (moto), not only a local disk.
+    _s3_client(s3_endpoint).create_bucket(Bucket=f"{BUCKET}-store")
+    store = f"s3://{BUCKET}-store/translations"
+    with FakeTranslate(translations) as fake:
+        first = _run(tmp_path / "first", fake, "--set", f"translation.store={store}",
+                     "--set", "sample.per_language=20", *_s3_options(s3_endpoint))
+        paid = fake.billed_characters
+        again = _run(tmp_path / "again", fake, "--set", f"translation.store={store}",
+                     "--set", "sample.per_language=20", *_s3_options(s3_endpoint))
+    assert first["ok"] and again["ok"]
+    assert len(fake.answered) == len(set(fake.answered)) == 40
+    assert first["translation"]["totals"]["characters_billed"] == paid > 0
+    assert fake.billed_characters == paid and again["translation"]["totals"]["store_hits"] == 40
+    keys = [item["Key"] for item in _s3_client(s3_endpoint).list_objects_v2(
+        Bucket=f"{BUCKET}-store", Prefix="translations/aws/claims/")["Contents"]]
+    assert len(keys) == 40  # one claim per paid text, kept: it says where the translation is
