@@ -117,3 +117,20 @@ def test_fewer_captions_than_candidates_are_all_tagged(multi30k_val):
         assert_that(tagged.untagged, equal_to([]), label="NoneUntagged")
         assert_that(tagged.rejected | beam.Map(lambda row: row.caption_id),
                     equal_to([captions[0].caption_id]), label="Rejected")
+
+
+@pytest.mark.parametrize("rejected_share", [3, 2])  # a third, then half, of the captions PROPN-heavy
+def test_with_an_image_cap_the_sample_is_that_of_tagging_every_caption(rejected_share):
+    from tests.test_sample import _coco_captions, walk_down
+
+    captions = _coco_captions()  # five per image
+    rejected = {c.text for n, c in enumerate(captions) if n % rejected_share == 0}
+    cfg = SampleConfig(per_language=30, seed=11, preselect_margin=1.25, max_per_image=1)
+    eligible = [c for c in captions if c.text not in rejected]
+    expected = [(lang, i) for lang in LANGUAGES for i in walk_down(eligible, 11, lang, 30, 1)]
+    with local_pipeline() as pipeline:
+        out = pipeline | beam.Create(captions) | DropProperNounCaptions(
+            PropnConfig(), cfg, LANGUAGES, load_tagger=_tagger_rejecting(rejected)
+        )
+        sampled = out.kept | SampleCaptions(cfg, LANGUAGES)
+        assert_that(sampled.kept | beam.Map(lambda p: (p.target_lang, p.caption_id)), equal_to(expected))

@@ -41,7 +41,13 @@ from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
 from polycap.transforms.records import Caption, Stage, fail, reject
 from polycap.transforms.retry_rows import RunInferenceRowByRow
-from polycap.transforms.sample import SampleCandidates, SampleConfig, candidate_of, sample_keys
+from polycap.transforms.sample import (
+    SampleCandidates,
+    SampleConfig,
+    candidate_of,
+    image_of,
+    sample_keys,
+)
 from polycap.transforms.section import Section
 
 _NOT_COUNTED = frozenset({"PUNCT", "SPACE"})
@@ -167,10 +173,19 @@ class DropProperNounCaptions(beam.PTransform):
             2, cutoffs,
         )
         tagged = first | "TagCandidates" >> _TagAndJudge(self._cfg, self._load_tagger)
+        # Kept candidates per key as sampling counts them: at most max_per_image of one image.
+        cap = self._sample.max_per_image
+
+        def candidate_images(caption, cutoffs):
+            for key in candidate_of(caption, seed, cutoffs, keys):
+                yield key, image_of(caption)
+
         kept_candidates = beam.pvalue.AsDict(
             tagged.kept
-            | "KeptCandidateOf" >> beam.FlatMap(candidate_of, seed, cutoffs, keys).with_output_types(str)
-            | "CountKept" >> beam.combiners.Count.PerElement()
+            | "KeptCandidateOf" >> beam.FlatMap(candidate_images, cutoffs)
+            | "CountPerImage" >> beam.combiners.Count.PerElement()
+            | "CapImage" >> beam.Map(lambda counted: (counted[0][0], min(counted[1], cap or counted[1])))
+            | "CountKept" >> beam.CombinePerKey(sum)
         )
 
         def tag_rest(caption, _, cutoffs, kept):

@@ -7,9 +7,15 @@ the rank leaves out the language, so every language gets the same captions. Capt
 are not rows of the output; the audit counts them as ``eligible - sampled``.
 Holds in memory: N (rank, caption) entries per language on the worker that combines that language.
 
+``max_per_image: k``: at most k captions of one image per language (per sample with ``shared``),
+the k of smallest rank: so N pairs cover as many distinct images as the data allows. An image is
+``<dataset>:<image_id>`` (COCO, VizWiz, Multi30k), else its URL (GCC), else the caption alone.
+The sample is then "walk down the rank order, take a caption while its image has fewer than k
+taken, until N": per (language, image) the k smallest ranks, then the N smallest of those.
+
 Because a caption's rank does not depend on anything an earlier stage computes, the captions
 sampling can still choose are known before the PROPN filter runs (``SampleCandidates``): each
-language's ``ceil(N * preselect_margin)`` smallest ranks.
+language's ``ceil(N * preselect_margin)`` smallest ranks (after the image cap).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class SampleConfig(Section):
     # after a shortfall; see propn.py); the sample is the same either way.
     # null: tag every caption, so the audit's PROPN count covers the whole input.
     preselect_margin: Optional[float] = Field(default=1.25, ge=1)
+    # At most this many captions of one image per language; null: no cap.
+    max_per_image: Optional[int] = Field(default=None, ge=1)
 
 
 def sample_rank(seed: int, caption_id: str, lang: str = _SHARED) -> str:
@@ -48,6 +56,39 @@ def sample_rank(seed: int, caption_id: str, lang: str = _SHARED) -> str:
 def sample_keys(cfg: SampleConfig, languages: Sequence[str]) -> tuple[str, ...]:
     """One sample per language, or one for all with ``shared``."""
     return (_SHARED,) if cfg.shared else tuple(languages)
+
+
+def image_of(caption: Caption) -> str:
+    """The image a caption describes, as ``max_per_image`` counts it."""
+    if caption.image_id:
+        return f"{caption.dataset}:{caption.image_id}"
+    if caption.image_url:
+        return f"url:{caption.image_url}"
+    return f"caption:{caption.caption_id}"
+
+
+class CapPerImage(beam.PTransform):
+    """PCollection[(key, (rank, Caption-or-image))] -> the same, at most ``k`` entries per (key,
+    image): those of smallest rank. ``k`` None passes everything through."""
+
+    def __init__(self, k: Optional[int]):
+        super().__init__()
+        self._k = k
+
+    def expand(self, ranked):
+        if self._k is None:
+            return ranked
+
+        def by_image(entry):
+            key, (rank, what) = entry
+            return (key, what if isinstance(what, str) else image_of(what)), (rank, what)
+
+        return (
+            ranked
+            | "ByImage" >> beam.Map(by_image)
+            | "SmallestPerImage" >> beam.combiners.Top.SmallestPerKey(self._k)
+            | "Capped" >> beam.FlatMap(lambda group: ((group[0][0], entry) for entry in group[1]))
+        )
 
 
 def candidate_of(caption: Caption, seed: int, cutoffs: dict, keys: Sequence[str]) -> Iterator[str]:
@@ -76,16 +117,18 @@ class SampleCandidates(beam.PTransform):
         per_key = math.ceil(self._cfg.per_language * self._cfg.preselect_margin)
 
         def ranks(caption: Caption):
+            image = image_of(caption)
             for key in keys:
-                yield key, sample_rank(seed, caption.caption_id, key)
+                yield key, (sample_rank(seed, caption.caption_id, key), image)
 
         def cutoff(keyed_ranks):
             key, smallest = keyed_ranks
-            return key, max(smallest) if len(smallest) == per_key else None
+            return key, max(rank for rank, _ in smallest) if len(smallest) == per_key else None
 
         return (
             captions
-            | "Rank" >> beam.FlatMap(ranks).with_output_types(Tuple[str, str])
+            | "Rank" >> beam.FlatMap(ranks).with_output_types(Tuple[str, Tuple[str, str]])
+            | "CapPerImage" >> CapPerImage(self._cfg.max_per_image)
             | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(per_key)
             | "Cutoff" >> beam.Map(cutoff)
         )
@@ -120,6 +163,7 @@ class SampleCaptions(beam.PTransform):
         sampled = (
             captions
             | "Rank" >> beam.FlatMap(ranked).with_output_types(Tuple[str, Tuple[str, Caption]])
+            | "CapPerImage" >> CapPerImage(self._cfg.max_per_image)
             | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(self._cfg.per_language)
             | "ToPairs" >> beam.FlatMap(pairs).with_output_types(Pair)
         )
