@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -27,18 +26,18 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from polycap.pipeline import config, filesystems
 from polycap.transforms.errors import ConfigError
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT
 from tests.test_scale import (  # noqa: F401  (s3_endpoint is a fixture)
     BUCKET,
     DEMO,
     S3_KEY,
     S3_SECRET,
-    _demo_inputs,
     _free_port,
     _s3_client,
     _s3_options,
     _sets,
     s3_endpoint,
+    upload_samples,
 )
 
 PER_LANGUAGE = 20
@@ -78,15 +77,7 @@ def _keys(client, prefix: str) -> list[str]:
 def s3_inputs(s3_endpoint):
     """The demo's inputs and memory uploaded to the moto server: their ``--set`` arguments. Of
     Multi30k, one split only (inputs and memory): it keeps the runs short."""
-    client = _s3_client(s3_endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    for path in sorted(SAMPLES.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), BUCKET, f"inputs/{path.relative_to(SAMPLES).as_posix()}")
-    remote = {
-        key: f"s3://{BUCKET}/inputs/{Path(path).relative_to('data/samples').as_posix()}"
-        for key, path in _demo_inputs().items()
-    }
+    remote = upload_samples(_s3_client(s3_endpoint))
     one_split = f"s3://{BUCKET}/inputs/parallel/multi30k/test_2016_flickr.en"
     remote.update({key: one_split for key, path in remote.items() if path.endswith("/multi30k/*.en")})
     assert list(remote.values()).count(one_split) == 2  # the demo's Multi30k input and memory

@@ -1,7 +1,6 @@
 """A rerun into the same output root starts from nothing of the last run's: on a local disk and
 on an object store, where "directories" are only key prefixes."""
 
-import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -158,19 +158,25 @@ def _s3_client(endpoint: str):
     )
 
 
+def upload_samples(client) -> dict:
+    """Create BUCKET and upload data/samples under ``inputs/``: -> the demo's input and memory
+    paths there, by their --set key."""
+    client.create_bucket(Bucket=BUCKET)
+    for path in sorted(SAMPLES.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"inputs/{path.relative_to(SAMPLES).as_posix()}")
+    return {
+        key: f"s3://{BUCKET}/inputs/{Path(path).relative_to('data/samples').as_posix()}"
+        for key, path in _demo_inputs().items()
+    }
+
+
 @pytest.fixture(scope="module")
 def s3_run(s3_endpoint, tmp_path_factory):
     """The same run with every source, the translation memory, the shards and the audit on S3;
     the output is then downloaded with boto3 (not Beam) to be read like the local one."""
     client = _s3_client(s3_endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    for path in sorted(SAMPLES.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), BUCKET, f"inputs/{path.relative_to(SAMPLES).as_posix()}")
-    remote = {
-        key: f"s3://{BUCKET}/inputs/{Path(path).relative_to('data/samples').as_posix()}"
-        for key, path in _demo_inputs().items()
-    }
+    remote = upload_samples(client)
     audit = cli.run(
         ["--config", str(DEMO), "--output", f"s3://{BUCKET}/out",
          "--set", f"sample.per_language={PER_LANGUAGE}", *_sets(remote), *_s3_options(s3_endpoint)]

@@ -1,6 +1,5 @@
 """The translation store: what it holds is found again by its text, whatever key was written."""
 
-import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from polycap.transforms import store

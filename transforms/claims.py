@@ -18,6 +18,7 @@ Any other filesystem is refused when the store is configured (``check_store``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -71,14 +72,28 @@ def create_if_absent(path: str, data: bytes) -> bool:
     return True
 
 
-def _create_on_s3(path: str, data: bytes) -> bool:
+# The S3 options a client is built from (Beam's S3Options), and the GCS client's pipeline options.
+_S3_OPTIONS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token", "s3_endpoint_url",
+               "s3_region_name", "s3_api_version", "s3_verify", "s3_disable_ssl")
+
+
+@functools.lru_cache(maxsize=None)
+def _s3_client(options: tuple):
+    """One boto3 client per process and set of S3 options (building one costs far more than a
+    conditional PUT; boto3 clients are thread-safe), built as Beam's own S3 filesystem builds it."""
     from apache_beam.io.aws.clients.s3.boto3_client import Client
+
+    return Client(options=dict(options)).client
+
+
+def _create_on_s3(path: str, data: bytes) -> bool:
+    from apache_beam.options.pipeline_options import S3Options
     from botocore.exceptions import ClientError
 
-    # The boto3 client of Beam's own S3 filesystem, built from the same S3Options (endpoint,
-    # credentials), since Beam's filesystem API has no conditional write.
-    filesystem = FileSystems.get_filesystem(path)
-    client = Client(options=filesystem._options).client
+    # The options of Beam's own S3 filesystem (endpoint, credentials), since Beam's filesystem
+    # API has no conditional write.
+    s3 = FileSystems.get_filesystem(path)._options.view_as(S3Options)
+    client = _s3_client(tuple((name, getattr(s3, name)) for name in _S3_OPTIONS))
     bucket, _, key = path[len("s3://"):].partition("/")
     try:
         client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
@@ -91,12 +106,23 @@ def _create_on_s3(path: str, data: bytes) -> bool:
     return True
 
 
-def _create_on_gcs(path: str, data: bytes) -> bool:
+@functools.lru_cache(maxsize=None)
+def _gcs_client(options_json: str):
+    """One GCS client per process and set of pipeline options."""
     from apache_beam.io.gcp import gcsio
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return gcsio.GcsIO(pipeline_options=PipelineOptions.from_dictionary(json.loads(options_json))).client
+
+
+def _create_on_gcs(path: str, data: bytes) -> bool:
     from google.api_core.exceptions import PreconditionFailed
 
-    filesystem = FileSystems.get_filesystem(path)
-    client = gcsio.GcsIO(pipeline_options=filesystem._pipeline_options).client
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = FileSystems.get_filesystem(path)._pipeline_options or PipelineOptions()
+    given = options.get_all_options(drop_default=True)
+    client = _gcs_client(json.dumps(given, sort_keys=True, default=str))
     bucket, _, name = path[len("gs://"):].partition("/")
     try:
         client.bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)

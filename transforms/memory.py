@@ -50,6 +50,29 @@ class AlignedFiles(NamedTuple):
     target_lang: str
 
 
+def parallel_files(
+    pattern: str,
+    named_by: str,
+    source_lang: str,
+    languages: Sequence[str],
+    error: type[PolycapError] = ConfigError,
+) -> list[AlignedFiles]:
+    """The (source, target) file pairs of parallel text files, not yet checked for alignment:
+    each ``X.<source_lang>`` that ``pattern`` matches with every ``X.<lang>`` of ``languages``
+    beside it. ``error`` names ``named_by`` for a pattern that matches nothing or a file without
+    the source suffix."""
+    suffix = f".{source_lang}"
+    found = []
+    for source_path in matched_paths(pattern, named_by, error):
+        if not source_path.endswith(suffix):
+            raise error(f"{named_by}: {source_path} does not end in {suffix!r}")
+        for target_lang in languages:
+            target_path = source_path[: -len(suffix)] + f".{target_lang}"
+            if FileSystems.exists(target_path):
+                found.append(AlignedFiles(source_path, target_path, source_lang, target_lang))
+    return found
+
+
 def aligned_files(
     pattern: str,
     named_by: str,
@@ -57,28 +80,20 @@ def aligned_files(
     languages: Sequence[str],
     error: type[PolycapError] = ConfigError,
 ) -> list[AlignedFiles]:
-    """The (source, target) file pairs of parallel text files: each ``X.<source_lang>`` that
-    ``pattern`` matches with every ``X.<lang>`` of ``languages`` beside it, checked to have as
-    many lines (``files.read_lines``). ``error`` names ``named_by`` for a pattern that matches
-    nothing or a file without the source suffix; misaligned files are an ``InputError``."""
-    suffix = f".{source_lang}"
-    found = []
-    for source_path in matched_paths(pattern, named_by, error):
-        if not source_path.endswith(suffix):
-            raise error(f"{named_by}: {source_path} does not end in {suffix!r}")
-        source_lines = None
-        for target_lang in languages:
-            target_path = source_path[: -len(suffix)] + f".{target_lang}"
-            if not FileSystems.exists(target_path):
-                continue
-            source_lines = source_lines if source_lines is not None else count_lines(source_path)
-            target_lines = count_lines(target_path)
-            if target_lines != source_lines:
-                raise InputError(
-                    f"{named_by}: {source_path} has {source_lines} lines but {target_path} has "
-                    f"{target_lines}; parallel files must be aligned line by line"
-                )
-            found.append(AlignedFiles(source_path, target_path, source_lang, target_lang))
+    """``parallel_files``, each pair checked to have as many lines (``files.read_lines``);
+    misaligned files are an ``InputError``."""
+    found = parallel_files(pattern, named_by, source_lang, languages, error)
+    counted: dict[str, int] = {}
+    for files in found:
+        for path in (files.source_path, files.target_path):
+            if path not in counted:
+                counted[path] = count_lines(path)
+        if counted[files.source_path] != counted[files.target_path]:
+            raise InputError(
+                f"{named_by}: {files.source_path} has {counted[files.source_path]} lines but "
+                f"{files.target_path} has {counted[files.target_path]}; parallel files must be "
+                "aligned line by line"
+            )
     return found
 
 
@@ -96,7 +111,8 @@ def check_memories(
             matched_paths(memory.path, key)
             covered = None
             continue
-        found = {files.target_lang for files in aligned_files(memory.path, key, source_lang, languages)}
+        # Which languages it covers; its lines are counted once, when the graph is built.
+        found = {files.target_lang for files in parallel_files(memory.path, key, source_lang, languages)}
         if not found:
             wanted = " or ".join(f".{lang}" for lang in languages)
             raise ConfigError(

@@ -123,10 +123,11 @@ class _CallProviderFn(beam.DoFn):
         batch = store.batch_path(self._store_root, self._client.name, keys, self._owner)
         claimed = list(self._claimers.map(lambda key: self._claims.claim(key, batch), keys))
         found = _BatchRows()
+        stored = found.rows(batch)  # what an earlier attempt of this owner paid and stored
         answers, ours, theirs = {}, [], []
         for (key, pairs), (held, generation) in zip(misses, claimed, strict=True):
-            row = found.row(batch, key) if held is None else None
-            if row is not None:  # an earlier attempt of this owner paid and stored it
+            row = stored.get(key) if held is None else None
+            if row is not None:
                 answers[key] = _from_row(key, pairs, row)
             elif held is None:
                 ours.append((key, pairs, generation))
@@ -192,10 +193,16 @@ class _BatchRows:
     def __init__(self):
         self._rows: dict[str, dict] = {}
 
-    def row(self, path: str, key: str) -> Optional[dict]:
-        if key not in self._rows.get(path, {}) and FileSystems.exists(path):
+    def rows(self, path: str) -> dict:
+        """The rows of ``path`` by key, read now ({} while the file does not exist)."""
+        if FileSystems.exists(path):
             self._rows[path] = {store.row_key(row): row for row in store.read_batch(path)}
-        return self._rows.get(path, {}).get(key)
+        return self._rows.get(path, {})
+
+    def row(self, path: str, key: str) -> Optional[dict]:
+        """``key``'s row in ``path``: from the last read, or a new one if it lacked the key."""
+        known = self._rows.get(path, {})
+        return known[key] if key in known else self.rows(path).get(key)
 
 
 def _write_paid(path: str, rows: list[dict]) -> None:
