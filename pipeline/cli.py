@@ -171,25 +171,40 @@ def dry_run(argv: Sequence[str]) -> dict:
     languages = {}
     for lang in cfg.languages:
         found = counted["translation"].get(lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0})
+        paid = counted["provider"] != "none"
         languages[lang] = {
             "sampled": counted["sampled"].get(lang, 0),
             "distinct_texts": found["memory"] + found["store"] + found["miss"],
             "memory_hits": found["memory"],
             "store_hits": found["store"],
             "to_translate": found["miss"],
-            "characters_to_bill": found["miss_characters"] if counted["provider"] != "none" else 0,
+            "miss_characters": found["miss_characters"],
+            "characters_to_bill": found["miss_characters"] if paid else 0,
         }
+        if paid and "budget" in counted:  # translation.max_characters: what the cap funds
+            planned = counted["budget"].get(lang, {})
+            languages[lang].update(
+                to_translate=planned.get("funded_texts", 0),
+                characters_to_bill=planned.get("funded_characters", 0),
+                over_budget_pairs=planned.get("over_budget_texts", 0),
+                over_budget_characters=planned.get("over_budget_characters", 0),
+            )
         languages[lang]["estimated_cost"] = round(languages[lang]["characters_to_bill"] * price / 1e6, 4)
-    return {"provider": counted["provider"], "price_per_million_chars": price, "languages": languages}
+    return {"provider": counted["provider"], "price_per_million_chars": price,
+            "max_characters": counted.get("max_characters"), "languages": languages}
 
 
 def _estimate_summary(estimate: dict) -> str:
     lines = [f"dry run: provider {estimate['provider']}, {estimate['price_per_million_chars']} per million characters"]
+    if estimate["max_characters"] is not None:
+        lines[0] += f", cap {estimate['max_characters']:,} characters"
     for lang, numbers in estimate["languages"].items():
+        over = numbers.get("over_budget_pairs")
         lines.append(
             f"{lang}: {numbers['distinct_texts']} distinct texts, memory {numbers['memory_hits']}, "
             f"store {numbers['store_hits']}, to translate {numbers['to_translate']} "
             f"({numbers['characters_to_bill']} characters, ~{numbers['estimated_cost']:.2f})"
+            + (f", left out by the cap {over} ({numbers['over_budget_characters']} characters)" if over else "")
         )
     return "\n".join(lines)
 

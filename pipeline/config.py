@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import pydantic
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from polycap.transforms.clean import CleanConfig
 from polycap.transforms.encoders import ScoreConfig
@@ -58,6 +58,15 @@ class Config(Section):
         if len(set(codes)) != len(codes):
             raise ValueError("a language is listed twice")
         return codes
+
+    @model_validator(mode="after")
+    def _fill_needs_a_fixed_threshold(self) -> "Config":
+        if self.sample.fill and self.keep.keep_top_fraction is not None:
+            raise ValueError(
+                "sample.fill: needs keep.min_similarity; with keep_top_fraction what a pair needs "
+                "to be accepted changes with every round"
+            )
+        return self
 
 
 def absolute_path(path: str) -> str:

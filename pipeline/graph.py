@@ -1,13 +1,14 @@
 """Assemble polycap's pipeline from its config: read -> clean -> deduplicate -> PROPN filter
-(of the captions sampling can still choose) -> sample -> translate -> score -> keep -> write.
+(of the captions sampling can still choose) -> sample -> translate -> score -> keep -> write;
+with ``sample.fill``, sample -> translate -> score -> keep once per round, then the fill's cut.
 Every stage returns a ``StageOutput``; its rejected and failed rows flow to the output and its
 counts to ``audit/counts.json``, so each caption read ends in exactly one of accepted, rejected
 or failed, and the audit can check that it did."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import NamedTuple
 
 import apache_beam as beam
 
@@ -18,12 +19,13 @@ from polycap.transforms.deduplicate import DropDuplicateCaptions
 from polycap.transforms.errors import ConfigError
 from polycap.transforms.keep import KeepPairs
 from polycap.transforms.memory import ReadTranslationMemory, check_memories
-from polycap.transforms.outputs import StageOutput
+from polycap.transforms.fill import FillQuota, Rounds
+from polycap.transforms.outputs import StageOutput, sum_counts
 from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider
 from polycap.transforms.read import ReadCaptions, check_inputs
 from polycap.transforms.records import Failed, Rejected
-from polycap.transforms.sample import SampleCaptions
+from polycap.transforms.sample import RankedSample, SampleCaptions, count_sampled, pair_rank
 from polycap.transforms.score import ScorePairs
 from polycap.transforms.translate import TranslateCaptions
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
@@ -64,37 +66,93 @@ def _check_aws_credentials() -> None:
         )
 
 
-class _Translated(NamedTuple):
-    stages: tuple  # the StageOutput of every stage so far, in order
-    counts: tuple  # PCollection[(name, value)] of every stage that counted, and the run's facts
-
-
-def _read_to_translated(pipeline, cfg: Config, store_root: str, run_id: str, dry_run: bool):
-    """Every stage up to and including translation."""
+def _early_stages(pipeline, cfg: Config) -> tuple:
+    """Read, clean, deduplicate, PROPN filter: the StageOutputs up to the eligible captions."""
     read = pipeline | "Read" >> ReadCaptions(cfg.inputs, cfg.source_lang)
     cleaned = read.kept | "Clean" >> CleanCaptions(cfg.clean)
     unique = cleaned.kept | "Deduplicate" >> DropDuplicateCaptions()
     eligible = unique.kept | "DropProperNouns" >> DropProperNounCaptions(
         cfg.propn, cfg.sample, cfg.languages
     )
-    sampled = eligible.kept | "Sample" >> SampleCaptions(cfg.sample, cfg.languages)
-    memory = pipeline | "ReadMemory" >> ReadTranslationMemory(
-        cfg.translation.memory, cfg.source_lang, cfg.languages
-    )
-    translated = sampled.kept | "Translate" >> TranslateCaptions(
-        cfg.translation, memory.kept, store_root, run_id, dry_run=dry_run
-    )
-    facts = pipeline | "RunFacts" >> beam.Create(
+    return read, cleaned, unique, eligible
+
+
+def _run_facts(pipeline, cfg: Config, store_root: str, run_id: str):
+    return pipeline | "RunFacts" >> beam.Create(
         [
             ("languages", list(cfg.languages)),
             ("run_id", run_id),
             ("store", store_root),
             ("provider", cfg.translation.provider.value),
             ("price_per_million_chars", cfg.translation.price),
+            ("max_characters", cfg.translation.max_characters),
         ]
     )
-    stages = (read, cleaned, unique, eligible, sampled, translated)
-    return _Translated(stages, (*[stage.counts for stage in stages if stage.counts], facts))
+
+
+class _Stages:
+    """Makes the translate, score and keep stages of a run; quota fill makes one of each per
+    round, labelled with the round."""
+
+    def __init__(self, cfg: Config, memory, store_root: str, run_id: str, dry_run: bool):
+        self._cfg = cfg
+        self._memory = memory
+        self._store_root = store_root
+        self._run_id = run_id
+        self._dry_run = dry_run
+
+    def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
+        """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
+        cfg = self._cfg
+        stage = TranslateCaptions(
+            cfg.translation, self._memory, self._store_root, self._run_id, dry_run=self._dry_run,
+            languages=cfg.languages, rank_of=functools.partial(pair_rank, cfg.sample),
+            spent_before=spent_before,
+        )
+        return pairs | f"Translate{label}" >> stage, stage.spent
+
+    def score_and_keep(self, translated: StageOutput, label: str = "") -> tuple[StageOutput, StageOutput]:
+        # The provider step emits from at most PROVIDER_BUCKETS groups; spread its output before
+        # the encoder, and keep network-bound calls and CPU/GPU-bound scoring in separate stages.
+        scored = (
+            translated.kept
+            | f"SpreadTranslated{label}" >> beam.Reshuffle()
+            | f"Score{label}" >> ScorePairs(self._cfg.score)
+        )
+        return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep)
+
+
+def _sample_to_keep(eligible, cfg: Config, stages: _Stages) -> tuple:
+    """Sample, translate, score, keep: their StageOutputs, the last one's kept accepted."""
+    sampled = eligible | "Sample" >> SampleCaptions(cfg.sample, cfg.languages)
+    translated, _ = stages.translate(sampled.kept)
+    return (sampled, translated, *stages.score_and_keep(translated))
+
+
+def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
+    """Quota fill (fill.py): the rounds' StageOutputs and the fill's, whose kept is accepted.
+    The rounds' counts are added up per name and leave with the fill's."""
+    ranked = eligible | "RankCandidates" >> RankedSample(cfg.sample, cfg.languages, cfg.sample.drawn_at_most)
+    rounds = Rounds(cfg.sample, cfg.languages, ranked)
+    outputs, accepted, round_counts, spent = [], [], [], None
+    for number in range(1, cfg.sample.fill_rounds + 1):
+        label = f"[{number}]"
+        pairs, windows = rounds.draw(number)
+        translated, spent = stages.translate(pairs, label, spent)
+        scored, kept = stages.score_and_keep(translated, label)
+        rounds.record(number, windows, kept.kept, translated.failed)
+        round_counts += [count_sampled(pairs, f"Sampled{label}"), translated.counts]
+        outputs += [translated._replace(counts=None), scored, kept]
+        accepted.append(kept.kept)
+    filled = accepted | "AllAccepted" >> beam.Flatten() | "FillQuota" >> FillQuota(
+        cfg.sample, cfg.languages, rounds
+    )
+    counts = (
+        (*round_counts, filled.counts)
+        | "RoundCounts" >> beam.Flatten()
+        | "AddUpRounds" >> beam.CombinePerKey(sum_counts)
+    )
+    return (*outputs, filled._replace(counts=counts))
 
 
 def _flatten(label: str, pcollections, pipeline, element_type):
@@ -112,24 +170,27 @@ def build(
     store_root = store.store_root(cfg.translation.store, output)
     if cfg.translation.provider is not OnlineProvider.NONE:
         claims.check_store(store_root)
-    so_far = _read_to_translated(pipeline, cfg, store_root, run_id, dry_run)
-    counts = so_far.counts | "AllCounts" >> beam.Flatten()
+    early = _early_stages(pipeline, cfg)
+    eligible = early[-1].kept
+    memory = pipeline | "ReadMemory" >> ReadTranslationMemory(
+        cfg.translation.memory, cfg.source_lang, cfg.languages
+    )
+    stages = _Stages(cfg, memory.kept, store_root, run_id, dry_run)
+    facts = _run_facts(pipeline, cfg, store_root, run_id)
     if dry_run:
+        # With quota fill, the estimate is that of its first round: per_language per language.
+        sampled = eligible | "Sample" >> SampleCaptions(cfg.sample, cfg.languages)
+        translated, _ = stages.translate(sampled.kept)
+        every = (*early, sampled, translated)
+        counts = (*[stage.counts for stage in every if stage.counts], facts) | "AllCounts" >> beam.Flatten()
         counts | "WriteEstimate" >> WriteCounts(output, DRY_RUN_FILE)
         return
-    translated: StageOutput = so_far.stages[-1]
-    # The provider step emits from at most PROVIDER_BUCKETS groups; spread its output before
-    # the encoder, and keep network-bound calls and CPU/GPU-bound scoring in separate stages.
-    scored = (
-        translated.kept
-        | "SpreadTranslated" >> beam.Reshuffle()
-        | "Score" >> ScorePairs(cfg.score)
-    )
-    kept = scored.kept | "Keep" >> KeepPairs(cfg.keep)
-    stages = (*so_far.stages, scored, kept)
-    rejected = _flatten("AllRejected", [stage.rejected for stage in stages], pipeline, Rejected)
-    failed = _flatten("AllFailed", [stage.failed for stage in stages], pipeline, Failed)
-    (kept.kept, rejected, failed) | "Write" >> WriteOutputs(
+    later = _fill_rounds(eligible, cfg, stages) if cfg.sample.fill else _sample_to_keep(eligible, cfg, stages)
+    every = (*early, *later)
+    rejected = _flatten("AllRejected", [stage.rejected for stage in every], pipeline, Rejected)
+    failed = _flatten("AllFailed", [stage.failed for stage in every], pipeline, Failed)
+    (later[-1].kept, rejected, failed) | "Write" >> WriteOutputs(
         output, cfg.languages, cfg.output.num_shards
     )
+    counts = (*[stage.counts for stage in every if stage.counts], facts) | "AllCounts" >> beam.Flatten()
     counts | "WriteCounts" >> WriteCounts(output, COUNTS_FILE)

@@ -41,6 +41,7 @@ from polycap.transforms.read import UNREADABLE_ID_PREFIX
 from polycap.transforms.read import Reason as ReadReason
 from polycap.transforms.records import Stage
 from polycap.transforms.store import read_store_rows
+from polycap.transforms.translate import Reason as TranslateReason
 from polycap.transforms.write import COUNTS_FILE, REJECTED_SCHEMA
 
 AUDIT_JSON = "audit/audit.json"
@@ -54,8 +55,8 @@ SIMILARITY_BIN = 0.025
 LENGTH_RATIO_EDGES = [round(0.1 * step, 1) for step in range(31)]  # 0.0 .. 3.0; more counts as 3.0
 PROPN_EDGES = [round(0.05 * step, 2) for step in range(21)]  # 0.0 .. 1.0
 
-_COLUMNS = ["caption_id", "dataset", "target_lang", "source_text", "translated_text", "provider",
-            "similarity", "propn_ratio"]
+_COLUMNS = ["caption_id", "dataset", "image_id", "image_url", "target_lang", "source_text",
+            "translated_text", "provider", "similarity", "propn_ratio"]
 ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
 # The reasons each early stage counts (its other counters, such as kept, are not rows).
 _REASONS = {
@@ -159,6 +160,7 @@ class _Scanner:
                     "propn_ratio": batch["propn_ratio"],
                     "source_chars": source_chars,
                     "translated_chars": pc.utf8_length(batch["translated_text"]),
+                    "image": _image_hashes(batch),
                     **located,
                 }
             ).filter(pc.invert(early))
@@ -195,6 +197,19 @@ class _Scanner:
         sampled = pa.concat_tables(self.sampled or empty.sampled)
         removed = pa.concat_tables(self.removed or empty.removed)
         return Scanned(groups, sampled, removed, self.unreadable, fetch)
+
+
+def _image_hashes(batch: pa.Table) -> pa.Array:
+    """A 64-bit hash of each row's image as ``sample.image_of`` names it: 8 bytes a row, enough
+    to count distinct images per language without holding their names."""
+    columns = [batch[name].to_pylist() for name in ("dataset", "image_id", "image_url", "caption_id")]
+    return pa.array(
+        np.fromiter(
+            (hash(f"{dataset}:{image_id}" if image_id else f"url:{url}" if url else f"caption:{caption_id}")
+             for dataset, image_id, url, caption_id in zip(*columns)),
+            dtype=np.int64, count=batch.num_rows,
+        )
+    )
 
 
 def scan_rows(rows: list[dict]) -> Scanned:
@@ -408,6 +423,7 @@ def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, 
         "sampled": sampled,
         "not_sampled": eligible - sampled,
         "accepted": n_accepted,
+        "distinct_images": pc.count_distinct(pairs["image"].filter(is_accepted)).as_py(),
         "rejected": _rows_of(rejected),
         "rejected_by_reason": _counts(rejected, "reason"),
         "failed": _rows_of(failed),
@@ -566,6 +582,7 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
     ]
     counters = run.get("metrics", {}).get("counters", {})
     return {
+        "budget": _budget(counted, groups, totals["characters_billed"]),
         "provider": provider,
         "usd_per_million_characters": price,
         "counted_by": "pipeline" if lookups is not None else "output rows (estimate)",
@@ -574,6 +591,29 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
         "pairs_by_provider": {name: dict(sorted(pairs[name].items())) for name in sorted(pairs)},
         "no_translation": _counts(untranslatable, "target_lang"),
         "reported_by_runner": counters.get(Stage.TRANSLATE.value, {}),
+    }
+
+
+def _budget(counted: dict, groups: list[dict], billed: Optional[int]) -> Optional[dict]:
+    """The spending cap: the cap, what this run was billed (its store rows) and what is left, and
+    per language the pairs and characters it funded and left out (``over_budget``)."""
+    cap = counted.get("max_characters")
+    if cap is None:
+        return None
+    planned = counted.get("budget", {})
+    over = [group for group in groups if group["reason"] == TranslateReason.OVER_BUDGET.value]
+    return {
+        "max_characters": cap,
+        "spent": billed,
+        "left": None if billed is None else cap - billed,
+        "languages": {
+            lang: {
+                "funded_characters": planned.get(lang, {}).get("funded_characters", 0),
+                "over_budget_characters": planned.get(lang, {}).get("over_budget_characters", 0),
+                "over_budget_pairs": _rows_of(group for group in over if group["target_lang"] == lang),
+            }
+            for lang in counted["languages"]
+        },
     }
 
 
@@ -658,10 +698,18 @@ def analyse(audited: Audited) -> dict:
                 accepted.null_count == 0
                 and bool(_floats(accepted).min(initial=math.inf) >= rule["min_similarity"])
             )
+        fill = counted.get("fill", {}).get(lang)
+        if fill is not None:
+            # The rounds' counts of what keep accepted, against the rows the fill's cut wrote.
+            checks[f"{lang}: the fill's accepted count = accepted rows"] = fill["accepted"] == n["accepted"]
     stray = {group["target_lang"] for group in groups if group["target_lang"] is not None}
     stray -= set(languages)
     checks["no rows for unconfigured languages"] = not stray
 
+    translation = _translation(groups, counted, run)
+    budget = translation["budget"]
+    if budget is not None and budget["spent"] is not None:
+        checks["billed (the run's store rows) <= translation.max_characters"] = budget["left"] >= 0
     if audited.mode == "run":
         # Sampling can never choose a caption the PROPN stage left untagged (propn.py).
         untagged = sampled_rows["propn_ratio"].null_count
@@ -678,7 +726,8 @@ def analyse(audited: Audited) -> dict:
         "languages": languages,
         "propn": _propn(scanned, run),
         "datasets": _datasets(groups, list(counted["languages"])),
-        "translation": _translation(groups, counted, run),
+        "translation": translation,
+        "fill": counted.get("fill"),
         "run": run,
         # What the pipeline itself recorded about the run in counts.json, beside the counts.
         "pipeline_facts": {key: counted[key] for key in ("run_id", "store") if key in counted},

@@ -23,3 +23,17 @@ class StageOutput(NamedTuple):
     rejected: Optional[beam.PCollection] = None
     failed: Optional[beam.PCollection] = None
     counts: Optional[beam.PCollection] = None
+
+
+def sum_counts(values):
+    """Several values of one count name (quota fill's rounds) as one: numbers added, dicts merged
+    key by key the same way; anything else must be equal."""
+    values = list(values)
+    if all(isinstance(value, dict) for value in values):
+        keys = sorted({key for value in values for key in value})
+        return {key: sum_counts([value[key] for value in values if key in value]) for key in keys}
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return sum(values)
+    if any(value != values[0] for value in values):
+        raise ValueError(f"cannot add counts {values!r}")
+    return values[0]

@@ -20,7 +20,8 @@ Only the captions sampling can still choose are tagged, unless ``sample.preselec
 null. Sampling keeps each language's ``per_language`` smallest ranks among the captions this
 stage keeps, and a rank does not depend on tags; so the sample lies among each language's
 ``ceil(per_language * preselect_margin)`` smallest ranks ("candidates", ``sample.py``) whenever
-the filter keeps at least ``per_language`` of them. Candidates are tagged first. If the filter
+the filter keeps at least ``per_language`` of them (with ``sample.fill``, read
+``drawn_at_most`` for ``per_language`` throughout). Candidates are tagged first. If the filter
 leaves some language fewer than ``per_language`` (a "shortfall"), every other caption is tagged
 as well, so the sample is always exactly the one tagging every caption gives; the margin only
 decides how often that second pass runs. The captions left untagged could not have been sampled:
@@ -163,7 +164,7 @@ class DropProperNounCaptions(beam.PTransform):
 
     def _tag_candidates(self, captions):
         """(kept, rejected, failed, untagged): candidates first, the rest after a shortfall."""
-        seed, per_language = self._sample.seed, self._sample.per_language
+        seed, drawn = self._sample.seed, self._sample.drawn_at_most
         keys = sample_keys(self._sample, self._languages)
         cutoffs = beam.pvalue.AsDict(
             captions | "Candidates" >> SampleCandidates(self._sample, self._languages)
@@ -190,7 +191,7 @@ class DropProperNounCaptions(beam.PTransform):
 
         def tag_rest(caption, _, cutoffs, kept):
             shortfall = any(
-                cutoffs.get(key) is not None and kept.get(key, 0) < per_language for key in keys
+                cutoffs.get(key) is not None and kept.get(key, 0) < drawn for key in keys
             )
             Metrics.counter(Stage.PROPN.value, "tagged_after_shortfall" if shortfall else "untagged").inc()
             return TAG if shortfall else SKIP

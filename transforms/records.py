@@ -30,6 +30,7 @@ class Stage(str, enum.Enum):
     TRANSLATE = "translate"
     SCORE = "score"
     KEEP = "keep"
+    FILL = "fill"  # quota fill: accepted pairs beyond per_language (fill.py)
 
 
 class Caption(NamedTuple):

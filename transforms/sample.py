@@ -45,12 +45,27 @@ class SampleConfig(Section):
     preselect_margin: Optional[float] = Field(default=1.25, ge=1)
     # At most this many captions of one image per language; null: no cap.
     max_per_image: Optional[int] = Field(default=None, ge=1)
+    # Quota fill (fill.py): per_language counts accepted pairs, drawn in up to fill_rounds
+    # rounds, at most ceil(per_language * fill_max_draw) captions of a language in all.
+    fill: bool = False
+    fill_rounds: int = Field(default=4, ge=1, le=10)
+    fill_max_draw: float = Field(default=3.0, ge=1)
+
+    @property
+    def drawn_at_most(self) -> int:
+        """The most captions of one language this run can draw: what candidates must cover."""
+        return math.ceil(self.per_language * self.fill_max_draw) if self.fill else self.per_language
 
 
 def sample_rank(seed: int, caption_id: str, lang: str = _SHARED) -> str:
     """The caption's place in the sample order of ``lang``; smaller is sampled first."""
     key = f"{seed}:{caption_id}" if lang == _SHARED else f"{seed}:{lang}:{caption_id}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def pair_rank(cfg: SampleConfig, pair: Pair) -> str:
+    """The sample rank the pair was drawn by."""
+    return sample_rank(cfg.seed, pair.caption_id, _SHARED if cfg.shared else pair.target_lang)
 
 
 def sample_keys(cfg: SampleConfig, languages: Sequence[str]) -> tuple[str, ...]:
@@ -102,7 +117,7 @@ def candidate_of(caption: Caption, seed: int, cutoffs: dict, keys: Sequence[str]
 
 class SampleCandidates(beam.PTransform):
     """PCollection[Caption] -> PCollection[(sample key, cutoff rank or None)]: the largest rank
-    among each key's ``ceil(per_language * preselect_margin)`` smallest, None where the key has
+    among each key's ``ceil(drawn_at_most * preselect_margin)`` smallest, None where the key has
     no more captions than that (every caption is a candidate). Use with ``candidate_of``."""
 
     def __init__(self, cfg: SampleConfig, languages: Sequence[str]):
@@ -114,7 +129,7 @@ class SampleCandidates(beam.PTransform):
 
     def expand(self, captions):
         seed, keys = self._cfg.seed, self._keys
-        per_key = math.ceil(self._cfg.per_language * self._cfg.preselect_margin)
+        per_key = math.ceil(self._cfg.drawn_at_most * self._cfg.preselect_margin)
 
         def ranks(caption: Caption):
             image = image_of(caption)
@@ -134,6 +149,47 @@ class SampleCandidates(beam.PTransform):
         )
 
 
+class RankedSample(beam.PTransform):
+    """PCollection[Caption] -> PCollection[(sample key, [(rank, Caption)])]: each key's ``n``
+    smallest ranks after the image cap, smallest first."""
+
+    def __init__(self, cfg: SampleConfig, languages: Sequence[str], n: int):
+        super().__init__()
+        self._cfg = cfg
+        self._keys = sample_keys(cfg, languages)
+        self._n = n
+
+    def expand(self, captions):
+        seed, keys = self._cfg.seed, self._keys
+
+        def ranked(caption: Caption):
+            for key in keys:
+                yield key, (sample_rank(seed, caption.caption_id, key), caption)
+
+        return (
+            captions
+            | "Rank" >> beam.FlatMap(ranked).with_output_types(Tuple[str, Tuple[str, Caption]])
+            | "CapPerImage" >> CapPerImage(self._cfg.max_per_image)
+            | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(self._n)
+        )
+
+
+def languages_of(key: str, languages: Sequence[str]) -> Sequence[str]:
+    """The languages a sample key serves."""
+    return languages if key == _SHARED else (key,)
+
+
+def count_sampled(pairs, label: str = "Sampled"):
+    """PCollection[Pair] -> the ("sampled", {language: pairs}) count."""
+    return (
+        pairs
+        | f"{label}Language" >> beam.Map(lambda pair: pair.target_lang)
+        | f"Count{label}" >> beam.combiners.Count.PerElement()
+        | f"{label}ToDict" >> beam.combiners.ToDict()
+        | f"{label}Named" >> beam.Map(lambda counted: ("sampled", counted))
+    )
+
+
 class SampleCaptions(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept=Pair per sampled caption and language, translation
     empty; counts=("sampled", {language: pairs})): at most ``per_language`` captions for each
@@ -145,33 +201,19 @@ class SampleCaptions(beam.PTransform):
         self._languages = tuple(languages)
 
     def expand(self, captions):
-        seed, languages = self._cfg.seed, self._languages
-        keys = sample_keys(self._cfg, languages)
-
-        def ranked(caption: Caption):
-            for key in keys:
-                yield key, (sample_rank(seed, caption.caption_id, key), caption)
+        languages = self._languages
 
         def pairs(keyed_sample):
             key, ranked_captions = keyed_sample
             counter = Metrics.counter(Stage.SAMPLE.value, "sampled")
-            for lang in languages if key == _SHARED else (key,):
+            for lang in languages_of(key, languages):
                 for _, caption in ranked_captions:
                     counter.inc()
                     yield Pair.for_language(caption, lang)
 
         sampled = (
             captions
-            | "Rank" >> beam.FlatMap(ranked).with_output_types(Tuple[str, Tuple[str, Caption]])
-            | "CapPerImage" >> CapPerImage(self._cfg.max_per_image)
-            | "SmallestRanks" >> beam.combiners.Top.SmallestPerKey(self._cfg.per_language)
+            | "Ranked" >> RankedSample(self._cfg, languages, self._cfg.per_language)
             | "ToPairs" >> beam.FlatMap(pairs).with_output_types(Pair)
         )
-        counts = (
-            sampled
-            | "SampledLanguage" >> beam.Map(lambda pair: pair.target_lang)
-            | "CountSampled" >> beam.combiners.Count.PerElement()
-            | "SampledToDict" >> beam.combiners.ToDict()
-            | "SampledNamed" >> beam.Map(lambda counted: ("sampled", counted))
-        )
-        return StageOutput(kept=sampled, counts=counts)
+        return StageOutput(kept=sampled, counts=count_sampled(sampled))

@@ -12,21 +12,24 @@ PCollection[Pair] -> StageOutput:
 - ``kept``: translated Pairs (``provider`` = ``memory`` or the online provider);
 - ``rejected``: ``untranslated`` (the provider echoed the source or answered in another language);
 - ``failed``: ``no_translation`` (no provider configured could translate it),
-  ``provider_unavailable`` (retries exhausted), ``provider_refused`` (the provider refused it);
+  ``provider_unavailable`` (retries exhausted), ``provider_refused`` (the provider refused it),
+  ``over_budget`` (``max_characters`` left it out: ``budget.py``);
 - ``counts``: ``("translation", {language: {memory, store, miss, miss_characters}})``: per
-  distinct text, where it was found; the dry run's estimate and the audit's translation table.
+  distinct text, where it was found; the dry run's estimate and the audit's translation table;
+  with ``max_characters``, also ``("budget", ...)`` (``budget.py``).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import Field
 
 from polycap.transforms import store
+from polycap.transforms.budget import AllocateBudget
 from polycap.transforms.store import lookup_key
 from polycap.transforms.memory import MemoryConfig
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
@@ -55,6 +58,8 @@ class TranslationConfig(Section):
     # How long a claim on a text (claims.py) holds before another payer may take it over: longer
     # than a batch can take to translate and store, retries included.
     claim_lease_seconds: float = Field(default=600.0, gt=0)
+    # The spending cap: characters this run may send to the provider (budget.py); null: no cap.
+    max_characters: Optional[int] = Field(default=None, ge=0)
     aws: AwsConfig = AwsConfig()
     google: GoogleConfig = GoogleConfig()
 
@@ -70,6 +75,7 @@ class Reason(str, enum.Enum):
     UNTRANSLATED = "untranslated"
     PROVIDER_UNAVAILABLE = ErrorKind.UNAVAILABLE.value
     PROVIDER_REFUSED = ErrorKind.REFUSED.value
+    OVER_BUDGET = "over_budget"
 
 
 class Found(str, enum.Enum):
@@ -145,6 +151,18 @@ class _NoProviderFn(beam.DoFn):
         )
 
 
+class _OverBudgetFn(beam.DoFn):
+    def __init__(self, max_characters: int):
+        self._max = max_characters
+
+    def process(self, miss):
+        _, pairs = miss
+        yield from _failed(
+            pairs, Reason.OVER_BUDGET,
+            f"translation.max_characters: {self._max:,} characters are funded before this text",
+        )
+
+
 class _ResolveFn(beam.DoFn):
     """Answered -> the pairs translated, rejected untranslated, or failed with the error."""
 
@@ -180,16 +198,29 @@ class TranslateCaptions(beam.PTransform):
     ``memory``: PCollection[MemoryEntry]; ``store_root``: the translation store's URI;
     ``run_id`` marks the store rows this run paid for; ``dry_run`` stops before any provider
     call: only ``counts`` and the look-up's own rows come out.
+
+    With ``max_characters``: ``languages`` (their order shares the cap), ``rank_of(pair)`` (its
+    sample rank) and, for a later round of a quota fill, ``spent_before`` (a singleton: the
+    characters funded before); after ``expand``, ``self.spent`` is the singleton of characters
+    funded up to and including this stage.
     """
 
     def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
-                 run_id: str, dry_run: bool = False):
+                 run_id: str, dry_run: bool = False, languages: tuple = (),
+                 rank_of: Optional[Callable[[Pair], str]] = None,
+                 spent_before: Optional[beam.PCollection] = None):
         super().__init__()
+        if cfg.max_characters is not None and rank_of is None:
+            raise ValueError("translation.max_characters needs the pairs' sample ranks (rank_of)")
         self._cfg = cfg
         self._memory = memory
         self._store_root = store_root
         self._run_id = run_id
         self._dry_run = dry_run
+        self._languages = tuple(languages)
+        self._rank_of = rank_of
+        self._spent_before = spent_before
+        self.spent: Optional[beam.PCollection] = None
 
     def expand(self, pairs):
         provider = self._cfg.provider.value
@@ -211,6 +242,17 @@ class TranslateCaptions(beam.PTransform):
         )
         translated, rejected, failed = [looked_up[KEPT]], [looked_up[REJECTED]], []
         misses = looked_up[MISSES]
+        budget_counts = []
+        if self._cfg.max_characters is not None and self._cfg.provider is not OnlineProvider.NONE:
+            allocated = misses | "AllocateBudget" >> AllocateBudget(
+                self._cfg.max_characters, self._languages, self._rank_of, self._spent_before
+            )
+            misses, budget_counts, self.spent = allocated.funded, [allocated.counts], allocated.spent
+            if not self._dry_run:
+                over = allocated.over_budget | "OverBudget" >> beam.ParDo(
+                    _OverBudgetFn(self._cfg.max_characters)
+                ).with_outputs(FAILED)
+                failed.append(over[FAILED])
         if self._dry_run:
             pass  # a dry run only counts the misses; nothing is called, nothing is written
         elif self._cfg.provider is OnlineProvider.NONE:
@@ -235,6 +277,8 @@ class TranslateCaptions(beam.PTransform):
             | "LookupTotals" >> beam.combiners.ToList()
             | "LookupTable" >> beam.Map(_lookup_table)
         )
+        if budget_counts:
+            counts = (counts, *budget_counts) | "TranslationCounts" >> beam.Flatten()
 
         def flatten(label, parts, kind):
             return parts | label >> beam.Flatten(pipeline=pairs.pipeline).with_output_types(kind)
