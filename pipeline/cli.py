@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -28,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from polycap.pipeline import config, filesystems, graph
 from polycap.report import audit, calibrate, pairs_audit, runfacts
+from polycap.transforms import progress
 from polycap.transforms.errors import ConfigError, PolycapError
 from polycap.transforms.read import UnreadableFiles
 from polycap.transforms.write import DRY_RUN_FILE, clear_run_outputs
@@ -45,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="output root URI (overrides output.path)")
     run.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    run.add_argument(
+        "--quiet", action="store_true",
+        help="no progress lines (a local run prints one every few seconds)",
     )
     run.add_argument(
         "--dry-run",
@@ -116,6 +122,9 @@ def _scorer_options(group) -> None:
     )
 
 
+PROGRESS_SECONDS = 5  # how often a local run prints its progress line
+
+
 def _prepare(argv: Sequence[str]):
     """Parse ``run`` options, load and check the config: (args, cfg, output root, Beam options)."""
     args, beam_args = _parser().parse_known_args(["run", *argv])
@@ -131,6 +140,8 @@ def _prepare(argv: Sequence[str]):
     filesystems.check_stores_reachable(cfg, options, output)
     filesystems.forward_options_to_worker_processes(options)
     graph.check_before_running(cfg)
+    if cfg.translation.max_characters is not None:  # for the progress line's "billed N of CAP"
+        os.environ[progress.CAP_ENV] = str(cfg.translation.max_characters)
     # Workers may start in another directory (portable runners, Dataflow): no relative paths.
     return args, config.with_absolute_paths(cfg), config.absolute_path(output), options
 
@@ -291,6 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(_estimate_summary(dry_run(argv[1:])))
             return 0
         if command_args.command == "run":
+            if not command_args.quiet:
+                os.environ.setdefault(progress.PROGRESS_SECONDS_ENV, str(PROGRESS_SECONDS))
             report = run(argv[1:])
         else:
             # audit and calibrate take Beam's filesystem options too (--s3_endpoint_url, ...).

@@ -198,11 +198,11 @@ def _funnel_section(audit: dict) -> str:
         [[name, source[key], _pct(source[key], source["read"]), why] for name, key, why in steps],
     )
     per_language = _table(
-        ["language", "sampled", "not sampled", "accepted", "acceptance rate", "rejected",
-         "why rejected", "failed", "why failed", "similarity p10 / p50 / p90"],
+        ["language", "sampled", "not sampled", "accepted", "acceptance rate", "distinct images",
+         "rejected", "why rejected", "failed", "why failed", "similarity p10 / p50 / p90"],
         [
             [lang, n["sampled"], n["not_sampled"], n["accepted"], _pct(n["accepted"], n["sampled"]),
-             n["rejected"], _reasons(n["rejected_by_reason"]), n["failed"],
+             n.get("distinct_images"), n["rejected"], _reasons(n["rejected_by_reason"]), n["failed"],
              _reasons(n["failed_by_reason"]), _spread(n["similarity_quantiles"])]
             for lang, n in audit["languages"].items()
         ],
@@ -210,7 +210,42 @@ def _funnel_section(audit: dict) -> str:
     return (
         '<section id="funnel"><h2>Funnel: from captions read to pairs accepted</h2>'
         f"{plots.funnel(audit)}<h3>Captions read and removed before sampling</h3>{before}"
-        f"<h3>Per target language</h3>{plots.outcomes(audit)}{per_language}</section>"
+        f"<h3>Per target language</h3>{plots.outcomes(audit)}{per_language}"
+        f"{_fill_table(audit.get('fill'))}</section>"
+    )
+
+
+def _fill_table(fill) -> str:
+    """Quota fill (sample.fill): per language the target, what was accepted and drawn, in how
+    many rounds, and why a language fell short."""
+    if not fill:
+        return ""
+    rows = [
+        [lang, n["target"], n["accepted"], n["drawn"], n["rounds"], n["short_by"], n["why_short"] or ""]
+        for lang, n in fill.items()
+    ]
+    return (
+        "<h3>Quota fill</h3>"
+        + _muted("Each language walks down its rank order in rounds until it has its target of "
+                 "accepted pairs; accepted pairs beyond it are rejected <code>beyond_quota</code>.")
+        + _table(["language", "target", "accepted", "drawn", "rounds", "short by", "why short"], rows)
+    )
+
+
+def _budget_table(budget) -> str:
+    if not budget:
+        return ""
+    spent = "unknown" if budget["spent"] is None else f"{budget['spent']:,}"
+    left = "unknown" if budget["left"] is None else f"{budget['left']:,}"
+    rows = [
+        [lang, n["funded_characters"], n["over_budget_pairs"], n["over_budget_characters"]]
+        for lang, n in budget["languages"].items()
+    ]
+    return (
+        f"<h3>Spending cap</h3><p>Cap {budget['max_characters']:,} characters; billed {spent}; "
+        f"left {left}.</p>"
+        + _table(["language", "characters funded", "pairs left out (over_budget)",
+                  "characters left out"], rows)
     )
 
 
@@ -347,6 +382,7 @@ def _translation_section(translation: dict, mode: str) -> str:
         '<section id="translation"><h2>Translation and cost</h2>'
         f"<p>Online provider: <code>{html.escape(str(provider))}</code>, price {price_text}. "
         f"{_COUNTED_BY.get(translation['counted_by'], '')}</p>{table}"
+        f"{_budget_table(translation.get('budget'))}"
         f"<h3>Pairs in the output by provider</h3>{by_provider}"
         "<p>Pairs no provider could translate (failed <code>no_translation</code>): "
         f"{html.escape(_reasons(translation['no_translation']))}.</p>{reported}</section>"

@@ -41,7 +41,7 @@ def demo(tmp_path_factory):
     """A real run of the demo config (60 captions per language) and its audit."""
     output = tmp_path_factory.mktemp("audit-demo")
     result = cli.run(
-        ["--config", DEMO, "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}"]
+        ["--config", DEMO, "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false"]
     )
     return output, result
 

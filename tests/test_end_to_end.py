@@ -29,7 +29,7 @@ def _input_records():
 
 def _run(output, *extra):
     return cli.run(
-        ["--config", DEMO, "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}", *extra]
+        ["--config", DEMO, "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false", *extra]
     )
 
 
@@ -127,7 +127,7 @@ def test_the_command_line_runs_and_says_where_the_report_is(tmp_path):
     done = _polycap(
         "run", "--config", DEMO, "--output", str(tmp_path),
         "--set", f"inputs=[{{format: multi30k, path: {SAMPLES}/parallel/multi30k/val.en}}]",
-        "--set", "sample.per_language=30",
+        "--set", "sample.per_language=30", "--set", "sample.fill=false",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == f"report: {tmp_path}/audit/audit.html"
@@ -160,7 +160,7 @@ def cut_coco(tmp_path_factory):
 def test_an_unreadable_input_file_ends_the_run_non_zero_naming_it(tmp_path, cut_coco):
     done = _polycap(
         "run", "--config", DEMO, "--output", str(tmp_path),
-        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20",
+        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20", "--set", "sample.fill=false",
     )
     assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
@@ -176,7 +176,7 @@ def test_an_unreadable_input_file_ends_the_run_non_zero_naming_it(tmp_path, cut_
 def test_a_config_can_accept_unreadable_files(tmp_path, cut_coco):
     done = _polycap(
         "run", "--config", DEMO, "--output", str(tmp_path),
-        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20",
+        "--set", f"inputs=[{{format: coco, path: {cut_coco}}}]", "--set", "sample.per_language=20", "--set", "sample.fill=false",
         "--set", "read.unreadable_files=record",
     )
     assert done.returncode == 0, done.stderr[-2000:]

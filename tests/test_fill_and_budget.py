@@ -232,3 +232,25 @@ def test_the_dry_run_shows_what_the_cap_leaves_out(tmp_path, translations):
         assert numbers["over_budget_pairs"] > 0
         assert numbers["characters_to_bill"] + numbers["over_budget_characters"] == numbers["miss_characters"]
     assert sum(n["characters_to_bill"] for n in estimate["languages"].values()) <= 1000
+
+
+def test_the_demo_with_a_paid_provider_pays_little_beyond_what_it_needed(tmp_path):
+    """Quota fill's overdraw, measured on the demo with its misses sent to the AWS stand-in:
+    billed characters against those of the paid pairs the result needed (accepted, or
+    rejected for quality)."""
+    corpus = {}
+    for split in ("val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco"):
+        read = lambda lang: (MULTI30K / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()  # noqa: E731
+        corpus.update({(lang, en.strip()): other for lang in LANGUAGES for en, other in zip(read("en"), read(lang))})
+    with FakeTranslate(corpus) as fake:
+        audit = cli.run(["--config", DEMO, "--output", str(tmp_path), "--set", "translation.provider=aws",
+                         "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
+                         "--set", "translation.memory=[]"])
+    assert audit["ok"], audit["checks"]
+    needed = sum(
+        len(row["source_text"])
+        for kind in ("accepted", "rejected") for row in _rows(tmp_path, kind)
+        if row["provider"] == "aws" and (kind == "accepted" or row["stage"] != "fill")
+    )
+    assert all(audit["languages"][lang]["accepted"] == 600 for lang in LANGUAGES)
+    assert fake.billed_characters <= 1.15 * needed, (fake.billed_characters, needed)

@@ -87,7 +87,7 @@ def s3_inputs(s3_endpoint):
 def test_two_worker_processes_read_and_write_s3_with_the_s3_options(s3_endpoint, s3_inputs):
     done = _polycap(
         "run", "--config", str(DEMO), "--output", f"s3://{BUCKET}/processes",
-        "--set", f"sample.per_language={PER_LANGUAGE}", *s3_inputs,
+        "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false", *s3_inputs,
         *_s3_options(s3_endpoint), *TWO_PROCESSES,
         timeout=RUN_TIMEOUT_S,
     )

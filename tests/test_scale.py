@@ -110,7 +110,7 @@ def local_run(tmp_path_factory):
     """The demo at PER_LANGUAGE on local paths and the in-process runner: the reference."""
     output = tmp_path_factory.mktemp("local")
     audit = cli.run(
-        ["--config", str(DEMO), "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}"]
+        ["--config", str(DEMO), "--output", str(output), "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false"]
     )
     return output, audit
 
@@ -179,7 +179,7 @@ def s3_run(s3_endpoint, tmp_path_factory):
     remote = upload_samples(client)
     audit = cli.run(
         ["--config", str(DEMO), "--output", f"s3://{BUCKET}/out",
-         "--set", f"sample.per_language={PER_LANGUAGE}", *_sets(remote), *_s3_options(s3_endpoint)]
+         "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false", *_sets(remote), *_s3_options(s3_endpoint)]
     )
     keys = [
         item["Key"]
@@ -276,7 +276,7 @@ def test_portable_runner_with_an_external_worker_pool_accepts_the_same_set(
     absolute = {key: str(ROOT / path) for key, path in _demo_inputs().items()}
     audit = cli.run(
         ["--config", str(DEMO), "--output", str(tmp_path),
-         "--set", f"sample.per_language={PER_LANGUAGE}", *_sets(absolute),
+         "--set", f"sample.per_language={PER_LANGUAGE}", "--set", "sample.fill=false", *_sets(absolute),
          "--runner=PortableRunner", "--job_endpoint=embed",
          "--environment_type=EXTERNAL", f"--environment_config={worker_pool}"]
     )

@@ -80,7 +80,7 @@ def _run(output, fake, *extra):
             "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
             "--set", "translation.aws.max_attempts=6",
             "--set", "translation.batch_size=16",
-            "--set", "sample.per_language=40",
+            "--set", "sample.per_language=40", "--set", "sample.fill=false",
             *extra,
         ]
     )
@@ -97,7 +97,7 @@ def test_each_distinct_text_is_paid_once_under_faults_and_never_again(tmp_path, 
         estimate = cli.dry_run(
             ["--config", DEMO, "--output", str(tmp_path), "--set", f"inputs={INPUTS}",
              "--set", "translation.memory=[]", "--set", "translation.provider=aws",
-             "--set", "sample.per_language=40"]
+             "--set", "sample.per_language=40", "--set", "sample.fill=false"]
         )
         assert fake.requests == 0  # a dry run calls nobody
         audit = _run(tmp_path, fake)
@@ -187,7 +187,7 @@ def _run_command(output, fake, store, *extra):
         "--set", f"inputs={INPUTS}", "--set", "translation.memory=[]",
         "--set", "translation.provider=aws", "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
         "--set", f"translation.store={store}", "--set", "translation.batch_size=8",
-        "--set", "sample.per_language=40", *extra,
+        "--set", "sample.per_language=40", "--set", "sample.fill=false", *extra,
     ]
 
 
@@ -200,7 +200,7 @@ def test_two_runs_at_once_on_one_store_pay_each_text_once(tmp_path, translations
     with FakeTranslate(translations, latency=0.03) as fake:
         runs = [
             subprocess.Popen(
-                _run_command(tmp_path / name, fake, store, "--set", f"sample.per_language={size}"),
+                _run_command(tmp_path / name, fake, store, "--set", f"sample.per_language={size}", "--set", "sample.fill=false"),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for name, size in sizes.items()
@@ -223,10 +223,10 @@ def test_a_store_on_s3_claims_and_keeps_what_was_paid(tmp_path, translations, s3
     store = f"s3://{BUCKET}-store/translations"
     with FakeTranslate(translations) as fake:
         first = _run(tmp_path / "first", fake, "--set", f"translation.store={store}",
-                     "--set", "sample.per_language=20", *_s3_options(s3_endpoint))
+                     "--set", "sample.per_language=20", "--set", "sample.fill=false", *_s3_options(s3_endpoint))
         paid = fake.billed_characters
         again = _run(tmp_path / "again", fake, "--set", f"translation.store={store}",
-                     "--set", "sample.per_language=20", *_s3_options(s3_endpoint))
+                     "--set", "sample.per_language=20", "--set", "sample.fill=false", *_s3_options(s3_endpoint))
     assert first["ok"] and again["ok"]
     assert len(fake.answered) == len(set(fake.answered)) == 40
     assert first["translation"]["totals"]["characters_billed"] == paid > 0

@@ -134,7 +134,7 @@ def test_a_run_through_google_overlaps_batches_under_one_limit(tmp_path, multi30
         ["--config", str(ROOT / "configs" / "demo.yaml"), "--output", str(tmp_path),
          "--set", f"inputs={inputs}", "--set", "translation.memory=[]",
          "--set", "translation.provider=google", "--set", "translation.batch_size=1",
-         "--set", "translation.google.max_concurrency=3", "--set", "sample.per_language=20"]
+         "--set", "translation.google.max_concurrency=3", "--set", "sample.per_language=20", "--set", "sample.fill=false"]
     )
     assert audit["ok"], audit["checks"]
     # batches of one text: only overlapping batches can hold three requests at once

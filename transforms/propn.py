@@ -38,6 +38,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 from pydantic import Field
 
+from polycap.transforms import progress
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
 from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
 from polycap.transforms.records import Caption, Stage, fail, reject
@@ -96,6 +97,7 @@ class _JudgeFn(beam.DoFn):
         self._rejected = Metrics.counter(Stage.PROPN.value, Reason.PROPN.value)
 
     def process(self, result: PredictionResult):
+        progress.advance("tagged")
         caption = result.example._replace(propn_ratio=propn_ratio(result.inference))
         if caption.propn_ratio >= self._max:
             self._rejected.inc()

@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from polycap.transforms import store
+from polycap.transforms import progress, store
 from polycap.transforms.claims import Claim, Claims
 from polycap.transforms.providers.base import ErrorKind, Provider, Request
 from polycap.transforms.records import Stage
@@ -110,6 +110,7 @@ class _CallProviderFn(beam.DoFn):
         sent, window, timestamp = self._in_flight.popleft()
         answers, paid_characters = sent.result()
         self._billed.inc(paid_characters)
+        progress.advance("billed characters", paid_characters)
         for answer in answers:
             yield WindowedValue(answer, timestamp, [window])
 

@@ -34,6 +34,7 @@ from polycap.transforms.encoders import (
     similarities,
     supported_languages,
 )
+from polycap.transforms import progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
 from polycap.transforms.retry_rows import RunInferenceRowByRow
@@ -117,6 +118,7 @@ class _AttachFn(beam.DoFn):
         pair = result.example._replace(similarity=result.inference)
         if math.isfinite(pair.similarity):
             self._kept.inc()
+            progress.advance("scored")
             yield pair
         else:
             self._failed.inc()

@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import Field
 
-from polycap.transforms import store
+from polycap.transforms import progress, store
 from polycap.transforms.budget import AllocateBudget
 from polycap.transforms.store import lookup_key
 from polycap.transforms.memory import MemoryConfig
@@ -98,6 +98,7 @@ class Lookup(NamedTuple):
 
 def _translated(pairs, translation: str, provider: str, untranslated: bool):
     """Every pair of one text with its translation; rejected ``untranslated`` where it is none."""
+    progress.advance("translated", len(pairs))
     for pair in pairs:
         done = pair._replace(translated_text=translation, provider=provider)
         if untranslated:
