@@ -112,13 +112,10 @@ class _Stages:
         return pairs | f"Translate{label}" >> stage, stage.spent
 
     def score_and_keep(self, translated: StageOutput, label: str = "") -> tuple[StageOutput, StageOutput]:
-        # The provider step emits from at most PROVIDER_BUCKETS groups; spread its output before
-        # the encoder, and keep network-bound calls and CPU/GPU-bound scoring in separate stages.
-        scored = (
-            translated.kept
-            | f"SpreadTranslated{label}" >> beam.Reshuffle()
-            | f"Score{label}" >> ScorePairs(self._cfg.score)
-        )
+        # Scoring groups the pairs by source text, which also spreads the provider step's output
+        # (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and CPU/GPU-bound
+        # scoring in separate stages.
+        scored = translated.kept | f"Score{label}" >> ScorePairs(self._cfg.score)
         return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep)
 
 

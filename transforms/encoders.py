@@ -205,10 +205,18 @@ def similarities(
     sort_by_length: bool = False,
 ) -> np.ndarray:
     """Cosine similarity of each source with its translation; sources and translations are
-    encoded together (``encode_texts``: one call, or ``batch_size`` texts at a time)."""
-    embeddings = encode_texts(
-        encoder, list(sources) + list(translations), batch_size, sort_by_length
-    )
-    return cosine_rows(embeddings[: len(sources)], embeddings[len(sources) :])
+    encoded together (``encode_texts``: one call, or ``batch_size`` texts at a time), each
+    distinct text once (a caption sampled into several languages is one source)."""
+    texts = list(sources) + list(translations)
+    distinct = list(dict.fromkeys(texts))
+    embeddings = encode_texts(encoder, distinct, batch_size, sort_by_length)
+    where = {text: index for index, text in enumerate(distinct)}
+    rows = np.fromiter((where[text] for text in texts), dtype=np.int64, count=len(texts))
+    return cosine_rows(embeddings[rows[: len(sources)]], embeddings[rows[len(sources) :]])
+
+
+def distinct_texts(sources: Sequence[str], translations: Sequence[str]) -> int:
+    """How many texts ``similarities`` encodes for these pairs."""
+    return len(set(sources) | set(translations))
 
 

@@ -30,6 +30,7 @@ from polycap.transforms.encoders import (
     Encoder,
     ScoreConfig,
     covers,
+    distinct_texts,
     load_encoder,
     similarities,
     supported_languages,
@@ -38,6 +39,9 @@ from polycap.transforms import progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
 from polycap.transforms.retry_rows import RunInferenceRowByRow
+
+
+TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
 
 
 class Reason(str, enum.Enum):
@@ -68,10 +72,10 @@ class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
         return load_encoder_once(self._load, self._cfg)
 
     def run_inference(self, batch: Sequence[Pair], model: Encoder, inference_args=None):
+        sources, translations = [p.source_text for p in batch], [p.translated_text for p in batch]
+        Metrics.counter(Stage.SCORE.value, TEXTS_ENCODED).inc(distinct_texts(sources, translations))
         cosines = similarities(
-            model,
-            [p.source_text for p in batch],
-            [p.translated_text for p in batch],
+            model, sources, translations,
             batch_size=self._cfg.batch_size,
             sort_by_length=self._cfg.sort_by_length,
         )
@@ -140,7 +144,18 @@ class ScorePairs(beam.PTransform):
         valid = pairs | "Validate" >> beam.ParDo(
             _ValidateFn(supported_languages(self._cfg))
         ).with_outputs(FAILED, main=KEPT)
-        scored, encoder_failed = valid[KEPT] | "Encode" >> RunInferenceRowByRow(
+        # The pairs of one source text (one caption, several languages) side by side, so that
+        # they mostly share a batch and the source is encoded once; the grouping also spreads
+        # the pairs over the workers (the provider step emits from few groups).
+        by_source = (
+            valid[KEPT]
+            | "KeyBySource" >> beam.Map(lambda pair: (pair.source_text, pair))
+            | "GroupBySource" >> beam.GroupByKey()
+            | "PairsOfASource" >> beam.FlatMap(
+                lambda grouped: sorted(grouped[1], key=lambda pair: (pair.caption_id, pair.target_lang))
+            ).with_output_types(Pair)
+        )
+        scored, encoder_failed = by_source | "Encode" >> RunInferenceRowByRow(
             PairEncoderHandler(self._cfg, self._load), Stage.SCORE, Reason.ENCODER_ERROR
         )
         attached = scored | "AttachSimilarity" >> beam.ParDo(_AttachFn()).with_outputs(
