@@ -43,7 +43,14 @@ TARGETS = {
     "time_vs_bare": 1.25,  # polycap time <= 1.25x the bare model work
     "translation_vs_bound": 0.8,  # >= 0.8 of max_concurrency / latency
     "memory_10x_vs_1x": 1.2,  # peak memory at 10x the input <= 1.2x that at 1x
+    "demo_fixed_s": 6.0,  # a demo run's seconds outside reading, tagging, translating, scoring, writing
+    "scaling_memory_flat": 1.2,  # peak memory at the largest scaling N <= 1.2x at the middle one
 }
+DEMO_CAPTIONS = 5806  # the captions configs/demo.yaml reads (its audit's "read")
+# The top-level stages that are the job itself (Beam's execution time per stage, run.json); the
+# rest of a run's wall time is its fixed cost: imports, model loads, Beam's own work between
+# stages, the audit. A quota fill's rounds are "Translate[r]", "Score[r]".
+WORK_STAGES = re.compile(r"^(Read|Clean|Deduplicate|DropProperNouns|ReadMemory|Translate|Score|Write)\b")
 
 
 def log(message: str) -> None:
@@ -183,7 +190,7 @@ def run_polycap(
     if workers > 1:
         beam_options = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     command = [
-        sys.executable, *POLYCAP, "run", "--config", str(bench.config), "--output", str(output),
+        sys.executable, *POLYCAP, "run", "--quiet", "--config", str(bench.config), "--output", str(output),
         *[f"--set={setting}" for setting in settings], *beam_options,
     ]
     env = child_env(repo)
@@ -200,9 +207,20 @@ def run_polycap(
     run_facts = output / "audit" / "run.json"
     if run_facts.is_file():
         facts = json.loads(run_facts.read_text(encoding="utf-8"))
-        row["stage_seconds"] = facts.get("metrics", {}).get("stage_seconds")
+        metrics = facts.get("metrics", {})
+        row["stage_seconds"] = metrics.get("stage_seconds")
+        row.update(split_fixed_cost(row["wall_s"], row["stage_seconds"] or {}))
+        score = metrics.get("counters", {}).get("score", {})
+        if score.get("kept"):
+            row["texts_encoded_per_pair"] = round(score.get("texts_encoded", 0) / score["kept"], 3)
     shutil.rmtree(output, ignore_errors=True)  # the next run starts from nothing, as a real one
     return row
+
+
+def split_fixed_cost(wall_s: float, stage_seconds: dict) -> dict:
+    """A run's wall time as the job's stages (``WORK_STAGES``) and the rest, its fixed cost."""
+    work = sum(seconds for stage, seconds in stage_seconds.items() if WORK_STAGES.match(stage))
+    return {"work_s": round(work, 3), "fixed_s": round(wall_s - work, 3)}
 
 
 # ---------------------------------------------------------------- summaries
@@ -225,6 +243,8 @@ def summary(runs: list[dict], n: int) -> dict:
         "max_rss_mb": median_of(runs, "max_rss_mb"),
         "pipeline_s": median_of(runs, "pipeline_s"),
         "work_s": median_of(runs, "work_s"),
+        "fixed_s": median_of(runs, "fixed_s"),
+        "texts_encoded_per_pair": median_of(runs, "texts_encoded_per_pair"),
     }
     for phase in ("setup", "tag", "encode", "other"):
         values = [run["seconds"][phase] for run in runs if phase in run.get("seconds", {})]
@@ -332,6 +352,36 @@ def memory(args, repo: Path, workdir: Path, logs: Path, speed: Optional[dict]) -
         "ratio": _ratio(many.get("peak_tree_rss_mb"), one.get("peak_tree_rss_mb")),
         "ratio_max_rss": _ratio(many.get("max_rss_mb"), one.get("max_rss_mb")),
     }
+
+
+def demo(args, repo: Path, workdir: Path, logs: Path) -> dict:
+    """``polycap run`` on the demo config: wall time split into the job and its fixed cost."""
+    bench = corpus.Corpus(directory=workdir / "demo", config=repo / "configs" / "demo.yaml",
+                          captions=repo / "data" / "samples", n=DEMO_CAPTIONS)
+    bench.directory.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for repeat in range(args.repeats):
+        row = run_polycap(repo, bench, 1, logs, f"demo-r{repeat + 1}")
+        runs.append(row)
+        log(f"demo-r{repeat + 1}: " + ("FAILED" if "error" in row else
+            f"{row['wall_s']:.1f} s wall, of which fixed {row['fixed_s']:.1f} s"))
+    return summary(runs, bench.n)
+
+
+def scaling(args, repo: Path, workdir: Path, logs: Path) -> dict:
+    """``polycap run`` alone (one worker) at each of ``--scaling-n`` captions, a tenth sampled:
+    wall time, fixed cost and work, peak memory."""
+    points = {}
+    for n in args.scaling_n:
+        bench = corpus.write(workdir / f"corpus-{n}", n)
+        per_language = max(1, n // 10)
+        row = run_polycap(repo, bench, 1, logs, f"scaling-{n}", [f"sample.per_language={per_language}"])
+        log(f"scaling {n} captions: " + ("FAILED" if "error" in row else
+            f"{row['wall_s']:.1f} s wall, fixed {row['fixed_s']:.1f} s, {row['peak_tree_rss_mb']:.0f} MB peak"))
+        points[str(n)] = {"n": n, "per_language": per_language, **summary([row], n), "runs": [row]}
+    sizes = sorted(points, key=int)
+    flat = _ratio(points[sizes[-1]].get("peak_tree_rss_mb"), points[sizes[-2]].get("peak_tree_rss_mb")) if len(sizes) > 1 else None
+    return {"points": points, "memory_largest_vs_middle": flat}
 
 
 def _server_stats(endpoint: str, path: str) -> dict:
@@ -444,6 +494,12 @@ def targets(results: dict) -> list[dict]:
     if "stage" in translation_result:
         add("translation_vs_bound", "translate stage served rate / (max_concurrency / latency)",
             translation_result["stage"]["vs_bound"], TARGETS["translation_vs_bound"], True)
+    if results.get("demo", {}).get("fixed_s") is not None:
+        add("demo_fixed_s", "demo run: seconds outside the job's stages",
+            results["demo"]["fixed_s"], TARGETS["demo_fixed_s"], False)
+    if results.get("scaling", {}).get("memory_largest_vs_middle") is not None:
+        add("scaling_memory_flat", "peak memory at the largest scaling N / the middle one",
+            results["scaling"]["memory_largest_vs_middle"], TARGETS["scaling_memory_flat"], False)
     if "memory" in results:
         add("memory_10x_vs_1x", f"peak memory at {results['memory']['scale']}x input / at 1x",
             results["memory"]["ratio"], TARGETS["memory_10x_vs_1x"], False)
@@ -501,6 +557,15 @@ def table(results: dict) -> str:
                 f"({_cell(tr['provider']['vs_bound'], '{:.2f}')} of bound), translate stage "
                 f"{_cell(tr['stage']['served_per_s'])}/s ({_cell(tr['stage']['vs_bound'], '{:.2f}')} of bound)"
             )
+    if results.get("demo"):
+        d = results["demo"]
+        lines.append(f"demo: {_cell(d['wall_s'])} s wall = job {_cell(d.get('work_s'))} s + fixed {_cell(d.get('fixed_s'))} s")
+    for point in results.get("scaling", {}).get("points", {}).values():
+        lines.append(
+            f"scaling: {point['n']:>7} captions, {point['per_language']} per language: {_cell(point['wall_s'])} s wall "
+            f"(fixed {_cell(point.get('fixed_s'))} s), {_cell(point['captions_per_s'])} captions/s, "
+            f"{_cell(point['peak_tree_rss_mb'], '{:.0f}')} MB peak, {_cell(point.get('texts_encoded_per_pair'), '{:.2f}')} texts encoded per pair"
+        )
     lines.append("targets (value on wall time; on CPU seconds where given):")
     verdicts = {True: "met", False: "NOT MET", None: "not measured"}
     for target in results["targets"]:
@@ -527,8 +592,11 @@ def _parser() -> argparse.ArgumentParser:
         "largest; 0.1: about the demo's share (600 of 5,752). Default 1,0.1",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow per-row baseline")
-    parser.add_argument("--only", default="throughput,memory,translation",
-                        help="comma-separated: throughput, memory, translation")
+    parser.add_argument("--only", default="throughput,memory,translation,demo",
+                        help="comma-separated: throughput, memory, translation, demo, scaling "
+                        "(scaling is long: ~15 min at the default sizes on 2 cores)")
+    parser.add_argument("--scaling-n", default="5000,50000,500000",
+                        help="captions of each scaling run, a tenth sampled (default 5000,50000,500000)")
     parser.add_argument("--memory-n", type=int,
                         help="captions of the 1x memory run (default N / --memory-scale, so the "
                         "larger run is the throughput benchmark's)")
@@ -551,6 +619,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     args.workers = [int(workers) for workers in args.workers.split(",") if workers]
     args.sample = [float(fraction) for fraction in args.sample.split(",") if fraction]
+    args.scaling_n = [int(n) for n in args.scaling_n.split(",") if n]
     only = {part.strip() for part in args.only.split(",") if part.strip()}
     repo = args.repo.resolve()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="polycap-bench-"))
@@ -577,6 +646,10 @@ def main(argv=None) -> int:
             results["memory"] = memory(args, repo, workdir, logs, results.get("throughput", {}).get("1"))
         if "translation" in only:
             results["translation"] = translation(args, repo, workdir, logs)
+        if "demo" in only:
+            results["demo"] = demo(args, repo, workdir, logs)
+        if "scaling" in only:
+            results["scaling"] = scaling(args, repo, workdir, logs)
     finally:
         results["machine"]["load_average_at_end"] = list(os.getloadavg())
         results["seconds"] = round(time.monotonic() - started, 1)

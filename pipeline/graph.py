@@ -25,7 +25,7 @@ from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider
 from polycap.transforms.read import ReadCaptions, check_inputs
 from polycap.transforms.records import Failed, Rejected
-from polycap.transforms.sample import RankedSample, SampleCaptions, count_sampled, pair_rank
+from polycap.transforms.sample import RankedSample, SampleCaptions, pair_rank
 from polycap.transforms.score import ScorePairs
 from polycap.transforms.translate import TranslateCaptions
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
@@ -138,7 +138,7 @@ def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
         translated, spent = stages.translate(pairs, label, spent)
         scored, kept = stages.score_and_keep(translated, label)
         rounds.record(number, windows, kept.kept, translated.failed)
-        round_counts += [count_sampled(pairs, f"Sampled{label}"), translated.counts]
+        round_counts.append(translated.counts)
         outputs += [translated._replace(counts=None), scored, kept]
         accepted.append(kept.kept)
     filled = accepted | "AllAccepted" >> beam.Flatten() | "FillQuota" >> FillQuota(

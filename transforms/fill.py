@@ -24,7 +24,8 @@ the walk's N-th accepted cost translation; sizing rounds by the acceptance so fa
 few (measured on the demo: ``benchmarks/README.md``).
 
 ``counts``: ``("fill", {language: {target, accepted, drawn, rounds, short_by, why_short}})``,
-``why_short`` one of ``ShortBecause`` or None.
+``why_short`` one of ``ShortBecause`` or None; ``("sampled", {language: drawn})``: the rounds'
+windows added up (the audit checks it against the rows).
 """
 
 from __future__ import annotations
@@ -165,12 +166,10 @@ class Rounds:
                 over_budget | f"OverBudgetLanguage[{round_number}]" >> beam.Map(lambda row: (row.target_lang, "over_budget")),
             )
             | f"Tally[{round_number}]" >> beam.Flatten()
-            | f"CountTally[{round_number}]" >> beam.combiners.Count.PerElement()
-            | f"TallyList[{round_number}]" >> beam.combiners.ToList()
+            | f"CountTally[{round_number}]" >> beam.CombineGlobally(_Tally())
         )
 
-        def updated(tallied, states, windows):
-            counted = dict(tallied)
+        def updated(counted, states, windows):
             new = {}
             for lang, (start, stop) in windows.items():
                 old = LanguageState(*states.get(lang, ()))
@@ -185,6 +184,28 @@ class Rounds:
         self.states = tally | f"States[{round_number}]" >> beam.Map(
             updated, beam.pvalue.AsSingleton(self.states), beam.pvalue.AsSingleton(windows)
         )
+
+
+class _Tally(beam.CombineFn):
+    """Elements -> {element: how many times it came}, in one combine (a round's graph stays
+    small: every transform costs pipeline construction and, on FnApiRunner, a bundle)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, counts, element):
+        counts[element] = counts.get(element, 0) + 1
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for counts in accumulators:
+            for element, n in counts.items():
+                merged[element] = merged.get(element, 0) + n
+        return merged
+
+    def extract_output(self, counts):
+        return counts
 
 
 def _merge_dicts(dicts):
@@ -242,7 +263,11 @@ class FillQuota(beam.PTransform):
                 }
             return "fill", numbers
 
-        counts = self._rounds.states | "FillTable" >> beam.Map(
-            table, beam.pvalue.AsSingleton(self._rounds.available)
-        )
+        def sampled(states):
+            return "sampled", {lang: LanguageState(*states.get(lang, ())).drawn for lang in languages}
+
+        counts = (
+            self._rounds.states | "FillTable" >> beam.Map(table, beam.pvalue.AsSingleton(self._rounds.available)),
+            self._rounds.states | "Sampled" >> beam.Map(sampled),
+        ) | "FillCounts" >> beam.Flatten()
         return StageOutput(kept=cut_pairs[KEPT], rejected=cut_pairs[REJECTED], counts=counts)

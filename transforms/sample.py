@@ -48,7 +48,7 @@ class SampleConfig(Section):
     # Quota fill (fill.py): per_language counts accepted pairs, drawn in up to fill_rounds
     # rounds, at most ceil(per_language * fill_max_draw) captions of a language in all.
     fill: bool = False
-    fill_rounds: int = Field(default=4, ge=1, le=10)
+    fill_rounds: int = Field(default=3, ge=1, le=10)
     fill_max_draw: float = Field(default=3.0, ge=1)
 
     @property
@@ -179,17 +179,6 @@ def languages_of(key: str, languages: Sequence[str]) -> Sequence[str]:
     return languages if key == _SHARED else (key,)
 
 
-def count_sampled(pairs, label: str = "Sampled"):
-    """PCollection[Pair] -> the ("sampled", {language: pairs}) count."""
-    return (
-        pairs
-        | f"{label}Language" >> beam.Map(lambda pair: pair.target_lang)
-        | f"Count{label}" >> beam.combiners.Count.PerElement()
-        | f"{label}ToDict" >> beam.combiners.ToDict()
-        | f"{label}Named" >> beam.Map(lambda counted: ("sampled", counted))
-    )
-
-
 class SampleCaptions(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept=Pair per sampled caption and language, translation
     empty; counts=("sampled", {language: pairs})): at most ``per_language`` captions for each
@@ -216,4 +205,11 @@ class SampleCaptions(beam.PTransform):
             | "Ranked" >> RankedSample(self._cfg, languages, self._cfg.per_language)
             | "ToPairs" >> beam.FlatMap(pairs).with_output_types(Pair)
         )
-        return StageOutput(kept=sampled, counts=count_sampled(sampled))
+        counts = (
+            sampled
+            | "SampledLanguage" >> beam.Map(lambda pair: pair.target_lang)
+            | "CountSampled" >> beam.combiners.Count.PerElement()
+            | "SampledToDict" >> beam.combiners.ToDict()
+            | "SampledNamed" >> beam.Map(lambda counted: ("sampled", counted))
+        )
+        return StageOutput(kept=sampled, counts=counts)
