@@ -130,7 +130,7 @@ def _prepare(argv: Sequence[str]):
     # Before anything lists a path: Beam's S3 client retries a store that does not answer.
     filesystems.check_stores_reachable(cfg, options, output)
     filesystems.forward_options_to_worker_processes(options)
-    graph.check_before_running(cfg)
+    graph.check_before_running(cfg, workers_here=filesystems.workers_run_here(options))
     # Workers may start in another directory (portable runners, Dataflow): no relative paths.
     return args, config.with_absolute_paths(cfg), config.absolute_path(output), options
 
