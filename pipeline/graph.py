@@ -37,7 +37,8 @@ def check_before_running(cfg: Config, workers_here: bool = True) -> None:
     that match no file or whose caption ids would collide, a translation memory that covers no
     configured language (and, as a warning, languages no memory covers), a spaCy model that is
     not installed, languages the scorer does not cover, a provider's missing credentials or
-    models. ``workers_here``: the workers run on this machine, so its devices are theirs."""
+    models. ``workers_here``: the workers run on this machine, so its files and devices are
+    theirs."""
     check_inputs(cfg.inputs)
     covered = check_memories(cfg.translation.memory, cfg.source_lang, cfg.languages)
     uncovered = [lang for lang in cfg.languages if covered is not None and lang not in covered]
@@ -61,7 +62,7 @@ def check_before_running(cfg: Config, workers_here: bool = True) -> None:
                 "translation.ctranslate2: required with translation.provider: ctranslate2 "
                 "(models: {lang: DIR}, or model: DIR with target_prefix)"
             )
-        ctranslate2.check_config(cfg.translation.ctranslate2, cfg.languages, device_here=workers_here)
+        ctranslate2.check_config(cfg.translation.ctranslate2, cfg.languages, workers_here)
 
 
 def _check_aws_credentials() -> None:

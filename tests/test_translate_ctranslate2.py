@@ -112,15 +112,30 @@ def test_config_errors_name_the_key(model, tmp_path):
     with pytest.raises(ValueError, match="device: 'gpu'"):
         Ctranslate2Config(models={"de": str(model)}, device="gpu")
     with pytest.raises(ConfigError, match=r"^translation.ctranslate2.models: no model for fr$"):
-        check_config(_config(model), ["de", "fr"], device_here=True)
+        check_config(_config(model), ["de", "fr"], workers_here=True)
     (tmp_path / "empty").mkdir()
     empty = Ctranslate2Config(models={"de": str(tmp_path / "empty")})
     with pytest.raises(ConfigError, match=r"^translation.ctranslate2.models.de: .* has no model.bin"):
-        check_config(empty, ["de"], device_here=True)
+        check_config(empty, ["de"], workers_here=True)
     missing_gpu = Ctranslate2Config(models={"de": str(model)}, device="cuda:99")
     with pytest.raises(ConfigError, match=r"^translation.ctranslate2.device: cuda:99 but this machine has \d+ CUDA"):
-        check_config(missing_gpu, ["de"], device_here=True)
-    check_config(missing_gpu, ["de"], device_here=False)  # GPU workers elsewhere: theirs to say
+        check_config(missing_gpu, ["de"], workers_here=True)
+    # Workers elsewhere: their image holds the models and the GPU, and they check both.
+    check_config(missing_gpu, ["de"], workers_here=False)
+    check_config(empty, ["de"], workers_here=False)
+    with pytest.raises(ConfigError, match=r"^translation.ctranslate2.models.de: .* has no model.bin"):
+        Ctranslate2Translate(empty).__enter__()
+
+
+def test_a_local_run_without_its_models_stops_before_running(tmp_path):
+    base = ["--config", DEMO, "--output", str(tmp_path), "--set", "translation.provider=ctranslate2"]
+    with pytest.raises(ConfigError, match=r"^translation.ctranslate2: required with translation.provider: ctranslate2"):
+        cli.run(base)
+    (tmp_path / "empty").mkdir()
+    models = json.dumps({"models": {"de": str(tmp_path / "empty"), "fr": str(tmp_path / "empty")}})
+    with pytest.raises(ConfigError, match=r"^translation.ctranslate2.models.de: .* has no model.bin"):
+        cli.run([*base, "--set", f"translation.ctranslate2={models}"])
+    assert not (tmp_path / "audit").exists()
 
 
 def _run(output, model, *extra):

@@ -89,23 +89,29 @@ class Ctranslate2Config(Section):
         return {lang: self.model for lang in self.target_prefix}
 
 
-def check_config(cfg: Ctranslate2Config, languages: Sequence[str], device_here: bool) -> None:
-    """ConfigError, naming the key, for a language without a model, a model directory without
-    its model or SentencePiece files, and (``device_here``: the workers run on this machine) a
-    requested GPU this machine does not have."""
+def check_config(cfg: Ctranslate2Config, languages: Sequence[str], workers_here: bool) -> None:
+    """ConfigError, naming the key, for a language without a model; where the workers run on
+    this machine (``workers_here``), also for a model directory without its model or
+    SentencePiece files and for a requested GPU this machine does not have. Remote workers
+    check both themselves when they load the models (``_LoadedModels``): their image, not the
+    launcher, holds the models and the GPU."""
     directories = cfg.directories()
     key = f"{_KEY}.models" if cfg.models else f"{_KEY}.target_prefix"
     missing = [lang for lang in languages if lang not in directories]
     if missing:
         raise ConfigError(f"{key}: no model for {', '.join(missing)}")
-    for lang, directory in sorted(directories.items()):
+    if workers_here:
+        check_model_files(cfg)
+        resolve_device(cfg.device)
+
+
+def check_model_files(cfg: Ctranslate2Config) -> None:
+    for lang, directory in sorted(cfg.directories().items()):
         where = f"{_KEY}.models.{lang}" if cfg.models else f"{_KEY}.model"
         for name in ("model.bin", "config.json", cfg.source_spm, cfg.target_spm):
             if not (Path(directory) / name).is_file():
                 raise ConfigError(f"{where}: {directory} has no {name} (a converted CTranslate2 "
                                   "model with its SentencePiece models)")
-    if device_here:
-        resolve_device(cfg.device)
 
 
 def resolve_device(requested: str) -> tuple[str, int]:
@@ -183,6 +189,7 @@ class _LoadedModels:
 
     def __init__(self, cfg: Ctranslate2Config):
         self._cfg = cfg
+        check_model_files(cfg)
         self.device, self.index = resolve_device(cfg.device)
         self.compute_type = cfg.compute_type or ("int8" if self.device == "cpu" else "float16")
         self.digest = model_digest(cfg)
