@@ -239,6 +239,8 @@ class Ctranslate2Translate(Provider):
         return answers
 
     def _translate_language(self, lang: str, texts: list[str]) -> list[Answer]:
+        # A model that cannot load raises: a broken image is no text's fault, and failing every
+        # text of the language one by one would hide it in a finished run.
         model = self._models.for_language(lang)
         if model is None:
             return [Answer(error_kind=ErrorKind.REFUSED, error=f"ctranslate2: no model for {lang}")] * len(texts)
