@@ -70,6 +70,34 @@ def test_one_answer_per_text_in_order_and_a_language_without_a_model_is_refused(
         assert answer.error_kind is None and answer.translation and not answer.untranslated
 
 
+def _longest_words(model, count: int) -> list[str]:
+    """The ``count`` longest word pieces of the model's target vocabulary."""
+    import sentencepiece
+
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(model / "target.spm"))
+    words = [pieces.id_to_piece(i) for i in range(pieces.get_piece_size())]
+    return sorted((word for word in words if word.startswith("▁")), key=len)[-count:]
+
+
+def test_one_multilingual_model_serves_each_language_through_its_target_token(model):
+    # Words of the model's vocabulary stand in for NLLB's deu_Latn and fra_Latn.
+    german_token, french_token, other_token = _longest_words(model, 3)
+    cfg = Ctranslate2Config(model=str(model), target_prefix={"de": german_token, "fr": french_token},
+                            device="cpu", max_decoding_length=16)
+    text = _english(1)[0]
+    with Ctranslate2Translate(cfg) as provider:
+        german, french, czech = provider.translate(
+            [Request("en", "de", text), Request("en", "fr", text), Request("en", "cs", text)]
+        )
+    # CTranslate2 starts each output with its token (too small a model to be steered by it);
+    # the token is no part of the translation.
+    assert german.translation and not german.translation.startswith(german_token[1:])
+    assert french.translation and not french.translation.startswith(french_token[1:])
+    assert czech.error_kind is ErrorKind.REFUSED
+    other_tokens = cfg.model_copy(update={"target_prefix": {"de": other_token, "fr": french_token}})
+    assert model_digest(other_tokens) != model_digest(cfg)
+
+
 def _consecutive_repeats(text: str) -> int:
     words = text.split()
     return sum(first == second for first, second in zip(words, words[1:]))
