@@ -37,6 +37,7 @@ def build_model(directory: Path, seed: int) -> Path:
     """A converted model in ``directory / "ct2"``; ``seed`` picks the random weights, so two
     seeds give two models with the same vocabulary."""
     import ctranslate2
+    import sentencepiece
     import torch
     import transformers
 
@@ -45,8 +46,6 @@ def build_model(directory: Path, seed: int) -> Path:
     spm = _train_sentencepiece(hf)
     for name in ("source.spm", "target.spm"):
         shutil.copy(spm, hf / name)
-    import sentencepiece
-
     pieces = sentencepiece.SentencePieceProcessor(model_file=str(spm))
     # Marian's vocabulary: the SentencePiece pieces (<unk>, <s>, </s> first), then <pad>, which
     # the converter drops again (the decoder starts from a zero embedding).
