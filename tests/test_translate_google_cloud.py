@@ -142,3 +142,17 @@ def test_each_distinct_text_is_paid_once_under_faults_and_never_again(tmp_path, 
         assert fake.billed_characters == billed
         assert again["translation"]["totals"]["store_hits"] == 80
         assert again["translation"]["totals"]["characters_billed"] == 0
+
+
+def test_refused_texts_fail_and_a_rerun_pays_only_for_them(tmp_path, translations):
+    with FakeCloudTranslate(translations) as fake:
+        fake.refuse = {"fr"}
+        first = _run(tmp_path, fake)
+        assert first["languages"]["fr"]["failed_by_reason"] == {"provider_refused": 40}
+        paid_for_german = fake.billed_characters
+        fake.refuse = set()
+        second = _run(tmp_path, fake)
+    assert second["languages"]["fr"]["failed"] == 0
+    assert second["translation"]["languages"]["de"]["characters_billed"] == 0
+    assert second["translation"]["languages"]["fr"]["characters_billed"] == fake.billed_characters - paid_for_german
+    assert len(fake.answered) == len(set(fake.answered)) == 80
