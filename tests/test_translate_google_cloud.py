@@ -122,37 +122,32 @@ def _run(output, fake, *extra):
     )
 
 
-def test_each_distinct_text_is_paid_once_under_faults_and_never_again(tmp_path, translations):
+def test_faults_are_retried_refusals_fail_and_reruns_pay_only_for_what_is_missing(tmp_path, translations):
     with FakeCloudTranslate(translations) as fake:
-        fake.throttle_first, fake.fail_every = 3, 5
+        fake.throttle_first, fake.fail_every, fake.refuse = 3, 5, {"fr"}
         first = _run(tmp_path, fake, "--direct_runner_bundle_repeat=1")
         assert first["ok"], first["checks"]
         for lang in ("de", "fr"):
             numbers = first["languages"][lang]
             assert numbers["sampled"] == 40 == numbers["accepted"] + numbers["rejected"] + numbers["failed"]
-            assert numbers["failed"] == 0  # every injected fault was retried
-        assert len(fake.answered) == len(set(fake.answered)) == 80  # replayed bundles paid nothing
-        stored = read_store_rows(str(tmp_path / "translations"), "google-cloud")
-        assert fake.billed_characters == sum(row["characters"] for row in stored)
+        assert first["languages"]["de"]["failed"] == 0  # every injected fault was retried
+        assert first["languages"]["fr"]["failed_by_reason"] == {"provider_refused": 40}
+        assert len(fake.answered) == len(set(fake.answered)) == 40  # replayed bundles paid nothing
         assert first["translation"]["totals"]["characters_billed"] == fake.billed_characters
         assert first["translation"]["usd_per_million_characters"] == 20.0
 
-        billed = fake.billed_characters
-        again = _run(tmp_path, fake)
-        assert fake.billed_characters == billed
-        assert again["translation"]["totals"]["store_hits"] == 80
-        assert again["translation"]["totals"]["characters_billed"] == 0
-
-
-def test_refused_texts_fail_and_a_rerun_pays_only_for_them(tmp_path, translations):
-    with FakeCloudTranslate(translations) as fake:
-        fake.refuse = {"fr"}
-        first = _run(tmp_path, fake)
-        assert first["languages"]["fr"]["failed_by_reason"] == {"provider_refused": 40}
-        paid_for_german = fake.billed_characters
         fake.refuse = set()
+        paid_for_german = fake.billed_characters
         second = _run(tmp_path, fake)
-    assert second["languages"]["fr"]["failed"] == 0
-    assert second["translation"]["languages"]["de"]["characters_billed"] == 0
-    assert second["translation"]["languages"]["fr"]["characters_billed"] == fake.billed_characters - paid_for_german
+        assert second["languages"]["fr"]["failed"] == 0
+        assert second["translation"]["languages"]["de"]["characters_billed"] == 0
+        assert second["translation"]["languages"]["fr"]["characters_billed"] == fake.billed_characters - paid_for_german
+        stored = read_store_rows(str(tmp_path / "translations"), "google-cloud")
+        assert fake.billed_characters == sum(row["characters"] for row in stored)
+
+        billed = fake.billed_characters
+        third = _run(tmp_path, fake)
+        assert fake.billed_characters == billed
+        assert third["translation"]["totals"]["store_hits"] == 80
+        assert third["translation"]["totals"]["characters_billed"] == 0
     assert len(fake.answered) == len(set(fake.answered)) == 80
