@@ -8,6 +8,10 @@
 #   docker build --build-arg ST_MODEL=sentence-transformers/LaBSE -t IMAGE .
 #                                                            # bake a sentence-transformers model
 #                                                            # into /opt/polycap/models/LaBSE
+#   docker build --build-arg CT2_MODELS="Helsinki-NLP/opus-mt-en-de Helsinki-NLP/opus-mt-en-fr" -t IMAGE .
+#                                                            # convert translation models for
+#                                                            # translation.provider: ctranslate2
+#                                                            # into /opt/polycap/models/ct2/<name>
 #
 # The base image's ENTRYPOINT (/opt/apache/beam/boot, the SDK harness launcher every runner
 # starts) is kept: this file sets no ENTRYPOINT and no CMD. tests/test_dockerfile.py checks this
@@ -25,6 +29,13 @@ ARG TORCH_VARIANT=cpu
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 # Optional sentence-transformers model to copy into the image (hub name); empty: none.
 ARG ST_MODEL=
+# Optional translation models (hub names, space-separated) to convert with CTranslate2's
+# converter for translation.provider: ctranslate2; empty: none. CT2_COPY_FILES: the tokenizer
+# files each model keeps beside it (OPUS-MT: source.spm target.spm; NLLB and M2M-100:
+# sentencepiece.bpe.model). Weights stored as float16: a GPU computes in them, a CPU converts
+# them to int8 when it loads them (compute_type).
+ARG CT2_MODELS=
+ARG CT2_COPY_FILES="source.spm target.spm"
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -62,6 +73,12 @@ RUN set -eux; \
       python -c "import sys; from sentence_transformers import SentenceTransformer; SentenceTransformer(sys.argv[1], device='cpu').save(sys.argv[2])" \
         "$ST_MODEL" "/opt/polycap/models/${ST_MODEL##*/}"; \
     fi
+
+RUN set -eux; \
+    for model in $CT2_MODELS; do \
+      ct2-transformers-converter --model "$model" --output_dir "/opt/polycap/models/ct2/${model##*/}" \
+        --copy_files $CT2_COPY_FILES --quantization float16; \
+    done
 
 # Workers read models from the image only; no library may reach for a model hub at run time.
 ENV HF_HUB_OFFLINE=1 \

@@ -46,9 +46,15 @@ setup(
         # identifier that catches answers in the wrong language.
         "googletrans==4.0.2",
         "lingua-language-detector>=2.1,<3",
+        # translation.provider: google-cloud (Cloud Translation v3, Google's official client).
+        "google-cloud-translate>=3.28,<4",
+        # translation.provider: ctranslate2 (local OPUS-MT / NLLB models; its Linux wheels run
+        # on the CPU and on CUDA 12 GPUs alike) and the SentencePiece models they tokenise with.
+        "ctranslate2==4.8.5",
+        "sentencepiece>=0.2,<0.3",
     ],
-    # Workers need only install_requires: Beam's S3 filesystem (boto3) and the Google provider
-    # (googletrans) are already there, and the official Beam SDK container (Dockerfile) brings
+    # Workers need only install_requires: Beam's S3 filesystem (boto3) and every translation
+    # provider's client (googletrans, google-cloud-translate, ctranslate2) are already there, and the official Beam SDK container (Dockerfile) brings
     # Beam's [gcp] side for gs:// and Dataflow; so there is no [google] extra. Nor a [gpu] one:
     # a CUDA worker needs the same torch==2.13.0, only its CUDA build, which is a matter of the
     # package index (Dockerfile: --build-arg TORCH_VARIANT=cuda).
@@ -67,6 +73,10 @@ setup(
             "dockerfile==3.4.0",
             # googletrans' httpx calls, intercepted on loopback.
             "respx>=0.22",
+            # tests/ctranslate2_model.py: a tiny random MarianMT model, converted for CTranslate2
+            # (sentence-transformers already brings transformers; named here because the test
+            # builds the model with it).
+            "transformers>=4.40",
             f"apache-beam[gcp]=={BEAM_VERSION}",
         ],
     },

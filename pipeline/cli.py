@@ -139,7 +139,7 @@ def _prepare(argv: Sequence[str]):
     # Before anything lists a path: Beam's S3 client retries a store that does not answer.
     filesystems.check_stores_reachable(cfg, options, output)
     filesystems.forward_options_to_worker_processes(options)
-    graph.check_before_running(cfg)
+    graph.check_before_running(cfg, workers_here=filesystems.workers_run_here(options))
     if cfg.translation.max_characters is not None:  # for the progress line's "billed N of CAP"
         os.environ[progress.CAP_ENV] = str(cfg.translation.max_characters)
     # Workers may start in another directory (portable runners, Dataflow): no relative paths.

@@ -89,8 +89,19 @@ def with_absolute_paths(cfg: Config) -> Config:
                         for memory in translation.memory
                     ),
                     "store": translation.store and absolute_path(translation.store),
+                    "ctranslate2": translation.ctranslate2 and _absolute_model_paths(translation.ctranslate2),
                 }
             ),
+        }
+    )
+
+
+def _absolute_model_paths(section):
+    """A ``translation.ctranslate2`` section with its model directories absolute."""
+    return section.model_copy(
+        update={
+            "models": {lang: absolute_path(path) for lang, path in section.models.items()},
+            "model": section.model and absolute_path(section.model),
         }
     )
 

@@ -80,6 +80,14 @@ def worker_provision_info(options: PipelineOptions) -> fn_runner.ExtendedProvisi
     )
 
 
+def workers_run_here(options: PipelineOptions) -> bool:
+    """Whether ``options`` run the workers on this machine (Beam's local runners)."""
+    runner = options.view_as(StandardOptions).runner
+    local = {*_FN_API_RUNNER_NAMES, "directrunner",
+             f"{__name__}.{FnApiRunnerWithWorkerOptions.__name__}".lower()}
+    return isinstance(runner, str) and runner.lower() in local
+
+
 def forward_options_to_worker_processes(options: PipelineOptions) -> None:
     """Run on ``FnApiRunnerWithWorkerOptions`` where ``options`` would start ``FnApiRunner``'s
     worker processes (``--direct_running_mode=multi_processing``); otherwise change nothing: its

@@ -22,7 +22,7 @@ from polycap.transforms.memory import ReadTranslationMemory, check_memories
 from polycap.transforms.fill import FillQuota, Rounds
 from polycap.transforms.outputs import StageOutput, sum_counts
 from polycap.transforms.propn import DropProperNounCaptions
-from polycap.transforms.providers import OnlineProvider
+from polycap.transforms.providers import OnlineProvider, ctranslate2, google_cloud
 from polycap.transforms.read import ReadCaptions, check_inputs
 from polycap.transforms.records import Failed, Rejected
 from polycap.transforms.sample import RankedSample, SampleCaptions, pair_rank
@@ -34,11 +34,13 @@ from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, Wri
 log = logging.getLogger(__name__)
 
 
-def check_before_running(cfg: Config) -> None:
+def check_before_running(cfg: Config, workers_here: bool = True) -> None:
     """Fail fast, naming the key, on what validation of the YAML alone cannot see: inputs
     that match no file or whose caption ids would collide, a translation memory that covers no
     configured language (and, as a warning, languages no memory covers), a spaCy model that is
-    not installed, languages the scorer does not cover."""
+    not installed, languages the scorer does not cover, a provider's missing credentials or
+    models. ``workers_here``: the workers run on this machine, so its files and devices are
+    theirs."""
     check_inputs(cfg.inputs)
     covered = check_memories(cfg.translation.memory, cfg.source_lang, cfg.languages)
     uncovered = [lang for lang in cfg.languages if covered is not None and lang not in covered]
@@ -54,6 +56,15 @@ def check_before_running(cfg: Config) -> None:
     encoders.check_device(cfg.score)
     if cfg.translation.provider is OnlineProvider.AWS:
         _check_aws_credentials()
+    if cfg.translation.provider is OnlineProvider.GOOGLE_CLOUD:
+        google_cloud.check_credentials(cfg.translation.google_cloud)
+    if cfg.translation.provider is OnlineProvider.CTRANSLATE2:
+        if cfg.translation.ctranslate2 is None:
+            raise ConfigError(
+                "translation.ctranslate2: required with translation.provider: ctranslate2 "
+                "(models: {lang: DIR}, or model: DIR with target_prefix)"
+            )
+        ctranslate2.check_config(cfg.translation.ctranslate2, cfg.languages, workers_here)
 
 
 def _check_aws_credentials() -> None:

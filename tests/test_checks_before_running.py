@@ -54,3 +54,20 @@ def test_a_file_matched_by_two_inputs_is_refused():
     )
     with pytest.raises(ConfigError, match=r"^inputs\[1\].path: .*captions_val2017.cut.json is also matched by inputs\[0\]"):
         graph.check_before_running(cfg)
+
+
+def test_only_local_runners_count_as_workers_on_this_machine():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from polycap.pipeline import filesystems
+
+    def here(*argv):
+        options = PipelineOptions(list(argv))
+        filesystems.forward_options_to_worker_processes(options)
+        return filesystems.workers_run_here(options)
+
+    assert here("--runner=FnApiRunner")
+    assert here("--runner=FnApiRunner", "--direct_running_mode=multi_processing")
+    assert here("--runner=DirectRunner")
+    assert not here("--runner=DataflowRunner")
+    assert not here("--runner=PortableRunner")

@@ -37,7 +37,9 @@ from polycap.transforms.provider_calls import Answered, CallProvider
 from polycap.transforms.providers import LIST_PRICES, OnlineProvider, make_provider
 from polycap.transforms.providers.aws import AwsConfig
 from polycap.transforms.providers.base import ErrorKind
+from polycap.transforms.providers.ctranslate2 import Ctranslate2Config
 from polycap.transforms.providers.google import GoogleConfig
+from polycap.transforms.providers.google_cloud import GoogleCloudConfig
 from polycap.transforms.records import Failed, Pair, Rejected, Stage, fail, reject
 from polycap.transforms.section import Section
 
@@ -62,6 +64,9 @@ class TranslationConfig(Section):
     max_characters: Optional[int] = Field(default=None, ge=0)
     aws: AwsConfig = AwsConfig()
     google: GoogleConfig = GoogleConfig()
+    google_cloud: GoogleCloudConfig = GoogleCloudConfig()
+    # Required with provider ctranslate2: which models (no default can name one).
+    ctranslate2: Optional[Ctranslate2Config] = None
 
     @property
     def price(self) -> float:

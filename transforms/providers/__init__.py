@@ -1,4 +1,5 @@
-"""Online translation providers behind one small interface (``base.Provider``)."""
+"""Translation providers behind one small interface (``base.Provider``): online APIs and local
+models."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ class OnlineProvider(str, enum.Enum):
     NONE = "none"
     AWS = "aws"
     GOOGLE = "google"
+    GOOGLE_CLOUD = "google-cloud"
+    CTRANSLATE2 = "ctranslate2"
 
 
 # Public list prices per million characters; translation.price_per_million_chars overrides them.
-LIST_PRICES = {OnlineProvider.AWS: 15.0, OnlineProvider.GOOGLE: 20.0, OnlineProvider.NONE: 0.0}
+# A local model bills nothing: it costs worker hours, which the runner bills.
+LIST_PRICES = {
+    OnlineProvider.AWS: 15.0,
+    OnlineProvider.GOOGLE: 20.0,
+    OnlineProvider.GOOGLE_CLOUD: 20.0,
+    OnlineProvider.CTRANSLATE2: 0.0,
+    OnlineProvider.NONE: 0.0,
+}
 
 
 def make_provider(cfg: "TranslationConfig") -> Provider:
@@ -32,4 +42,12 @@ def make_provider(cfg: "TranslationConfig") -> Provider:
         from polycap.transforms.providers.google import GoogleTranslate
 
         return GoogleTranslate(cfg.google)
+    if cfg.provider is OnlineProvider.GOOGLE_CLOUD:
+        from polycap.transforms.providers.google_cloud import GoogleCloudTranslate
+
+        return GoogleCloudTranslate(cfg.google_cloud)
+    if cfg.provider is OnlineProvider.CTRANSLATE2:
+        from polycap.transforms.providers.ctranslate2 import Ctranslate2Translate
+
+        return Ctranslate2Translate(cfg.ctranslate2)
     raise ValueError(f"no online provider for {cfg.provider.value!r}")
