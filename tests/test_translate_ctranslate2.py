@@ -177,7 +177,7 @@ def _run(output, model, *extra):
             "--set", "translation.provider=ctranslate2",
             "--set", f"translation.ctranslate2={models}",
             "--set", "translation.batch_size=16",
-            "--set", "sample.per_language=40",
+            "--set", "sample.per_language=40", "--set", "sample.fill=false",
             *extra,
         ]
     )
@@ -205,6 +205,9 @@ def test_a_run_keeps_every_row_stores_once_and_a_new_model_translates_again(tmp_
     assert again["ok"], again["checks"]
     assert _stored(tmp_path, model) == stored  # the rerun translated nothing: no new row
     assert again["languages"]["de"]["sampled"] == 40
+    # The workers found the model's store folder by its digest: every text a store hit.
+    assert again["translation"]["totals"]["store_hits"] == 80
+    assert again["translation"]["totals"]["provider_calls"] == 0
 
     other = _run(tmp_path, other_model)
     assert other["ok"], other["checks"]

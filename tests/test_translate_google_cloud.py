@@ -116,7 +116,7 @@ def _run(output, fake, *extra):
             "--set", "translation.provider=google-cloud",
             "--set", f"translation.google_cloud={settings}",
             "--set", "translation.batch_size=16",
-            "--set", "sample.per_language=40",
+            "--set", "sample.per_language=40", "--set", "sample.fill=false",
             *extra,
         ]
     )

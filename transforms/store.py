@@ -14,13 +14,13 @@ import datetime
 import hashlib
 import io
 import uuid
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadFromParquet
+from apache_beam.io import fileio
 
 from polycap.transforms.text import match_key
 
@@ -99,23 +99,28 @@ def read_store_rows(root: str, provider: str, run_id: Optional[str] = None) -> l
 
 
 class ReadStore(beam.PTransform):
-    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider; the
-    key computed from each row's text (``row_key``)."""
+    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider's
+    folder; the key computed from each row's text (``row_key``). ``folder``: the folder's name,
+    or a callable that names it where the workers run (``Provider.store_name``: a local model's
+    digest needs the model's files, which the machine that launches the job may not have). The
+    files are listed and read on the workers, one file at a time."""
 
-    def __init__(self, root: str, provider: str):
+    def __init__(self, root: str, folder: Union[str, Callable[[], str]]):
         super().__init__()
-        self._pattern = store_pattern(root, provider)
+        self._root = root
+        self._folder = folder
 
     def expand(self, pbegin):
-        if not FileSystems.match([self._pattern])[0].metadata_list:
-            return pbegin | "EmptyStore" >> beam.Create([])
+        root, folder = self._root, self._folder
         return (
             pbegin
-            | "ReadStoreFiles"
-            >> ReadFromParquet(
-                self._pattern,
-                columns=["source_lang", "target_lang", "source_text", "translated_text", "untranslated"],
+            | "Store" >> beam.Create([None])
+            | "StorePattern" >> beam.Map(
+                lambda _: store_pattern(root, folder if isinstance(folder, str) else folder())
             )
+            | "MatchStoreFiles" >> fileio.MatchAll()
+            | "SpreadStoreFiles" >> beam.Reshuffle()
+            | "ReadStoreFiles" >> beam.FlatMap(lambda metadata: read_batch(metadata.path))
             | "KeyStoreRows"
             >> beam.Map(lambda row: (row_key(row), (row["translated_text"], row["untranslated"])))
         )

@@ -240,7 +240,9 @@ class TranslateCaptions(beam.PTransform):
         if self._cfg.provider is OnlineProvider.NONE:
             stored = pairs.pipeline | "NoStore" >> beam.Create([])
         else:
-            stored = pairs.pipeline | "ReadStore" >> store.ReadStore(self._store_root, provider)
+            stored = pairs.pipeline | "ReadStore" >> store.ReadStore(
+                self._store_root, make_provider(self._cfg).store_name
+            )
         looked_up = (
             {"pairs": keyed_pairs, "memory": keyed_memory, "store": stored}
             | "Join" >> beam.CoGroupByKey()

@@ -50,6 +50,12 @@ class Provider(abc.ABC):
     def __exit__(self, *exc_info) -> None:
         return None
 
+    def store_name(self) -> str:
+        """The translation store's folder of this provider's translations: its ``name``, known
+        before opening unless the provider says otherwise (``ctranslate2``: a digest of its model
+        files, computed where it runs)."""
+        return self.name
+
     @abc.abstractmethod
     def translate(self, requests: Sequence[Request]) -> list[Answer]:
         """One answer per request, in order. Never raises for a provider error."""

@@ -219,6 +219,9 @@ class Ctranslate2Translate(Provider):
         self.max_concurrency = cfg.inter_threads + 1
         self._shared = Shared()
 
+    def store_name(self) -> str:
+        return f"ctranslate2-{model_digest(self._cfg)}"
+
     def __enter__(self) -> "Ctranslate2Translate":
         self._models = self._shared.acquire(lambda: _LoadedModels(self._cfg))
         self.name = f"ctranslate2-{self._models.digest}"
