@@ -254,3 +254,21 @@ def test_the_demo_with_a_paid_provider_pays_little_beyond_what_it_needed(tmp_pat
     )
     assert all(audit["languages"][lang]["accepted"] == 600 for lang in LANGUAGES)
     assert fake.billed_characters <= 1.15 * needed, (fake.billed_characters, needed)
+
+
+def test_quota_fill_under_a_cap_stops_where_the_cap_does(tmp_path, translations):
+    with FakeTranslate(translations) as fake:
+        inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
+        audit = cli.run([
+            "--config", DEMO, "--output", str(tmp_path), "--set", f"inputs={inputs}",
+            "--set", "translation.memory=[]", "--set", "translation.provider=aws",
+            "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
+            "--set", "sample.per_language=30", "--set", "translation.max_characters=1500",
+        ])
+    assert audit["ok"], audit["checks"]
+    assert 0 < fake.billed_characters <= 1500
+    for lang in LANGUAGES:
+        fill = audit["fill"][lang]
+        assert fill["why_short"] == "budget" and fill["rounds"] == 1
+        assert fill["accepted"] == audit["languages"][lang]["accepted"] < 30
+        assert audit["languages"][lang]["failed_by_reason"]["over_budget"] > 0
