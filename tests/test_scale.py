@@ -362,10 +362,11 @@ def test_dataflow_job_graph_is_built_from_the_documented_options(dataflow_job):
     }
     assert "workflow.tar.gz" in staged  # --setup_file's sdist
     names = {t.unique_name for t in proto.components.transforms.values()}
-    for stage in ("Read", "Clean", "Deduplicate", "DropProperNouns", "Sample", "Translate",
-                  "Score", "Keep", "Write"):
+    # The demo fills its quota: each round is its own translate, score and keep.
+    for stage in ("Read", "Clean", "Deduplicate", "DropProperNouns", "RankCandidates", "Translate[1]",
+                  "Score[1]", "Keep[1]", "Translate[3]", "FillQuota", "Write"):
         assert stage in names
-    assert "Translate/CallProvider" in names
+    assert "Translate[1]/CallProvider" in names
     assert "Read/Reshuffle" in names
 
 
@@ -373,17 +374,20 @@ def _producers(proto, pcollection: str):
     return [t for t in proto.components.transforms.values() if pcollection in t.outputs.values()]
 
 
-def test_scoring_reads_reshuffled_pairs(dataflow_job):
-    # The provider's output comes from at most PROVIDER_BUCKETS groups; without a reshuffle,
-    # scoring would be fused to those few groups and never spread over more workers.
+def test_scoring_reads_pairs_regrouped_by_source(dataflow_job):
+    # The provider's output comes from at most PROVIDER_BUCKETS groups; without a shuffle,
+    # scoring would be fused to those few groups and never spread over more workers. The score
+    # stage's GroupByKey on source text is that shuffle (and puts a caption's pairs together).
     from apache_beam.portability import common_urns
 
     proto, _ = dataflow_job
-    (score_stage,) = [t for t in proto.components.transforms.values() if t.unique_name == "Score"]
-    (pairs_in,) = score_stage.inputs.values()
-    assert any(
-        t.spec.urn == common_urns.composites.RESHUFFLE.urn for t in _producers(proto, pairs_in)
-    )
+    by_name = {t.unique_name: t for t in proto.components.transforms.values()}
+    group = by_name["Score[1]/GroupBySource"]
+    assert group.spec.urn == common_urns.primitives.GROUP_BY_KEY.urn
+    (pairs_in,) = by_name["Score[1]/Encode"].inputs.values()
+    (regrouped,) = by_name["Score[1]/PairsOfASource"].outputs.values()
+    (grouped,) = by_name["Score[1]/PairsOfASource"].inputs.values()
+    assert pairs_in == regrouped and grouped in group.outputs.values()
 
 
 _LOAD_EVERY_PICKLE = r"""
