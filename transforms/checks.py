@@ -111,7 +111,7 @@ _LOOSE_NUMBER_WORDS: dict[str, dict[str, int]] = {
     "en": {"pair": 2, "couple": 2, "both": 2, "double": 2, "twin": 2, "twins": 2, "duo": 2, "trio": 3,
            "dozen": 12},
     "de": {"beide": 2, "beiden": 2, "beider": 2, "beides": 2, "paar": 2, "pärchen": 2,
-           "doppelt": 2, "doppelte": 2, "doppelter": 2, "zwillinge": 2, "dutzend": 12},
+           "doppel": 2, "doppelt": 2, "doppelte": 2, "doppelter": 2, "zwillinge": 2, "dutzend": 12},
     "fr": {"couple": 2, "paire": 2, "double": 2, "jumeaux": 2, "jumelles": 2, "duo": 2,
            "douzaine": 12},
     "it": {"entrambi": 2, "entrambe": 2, "coppia": 2, "paio": 2, "doppio": 2, "doppia": 2,
@@ -146,18 +146,18 @@ def numbers(text: str, lang: str) -> tuple[set, set]:
     loose = set()
     for word in words(text):
         word = word.casefold()
-        parts = [word] + word.split("-")[:1] if "-" in word else [word]  # "two-story" states 2
-        for part in parts:
-            if part in table:
-                stated.add(table[part])
-            elif part in loose_table:
-                loose.add(loose_table[part])
-            elif lang in _COMPOUNDING:
-                loose.update(
-                    value for name, value in (*table.items(), *loose_table.items())
-                    if len(name) >= _COMPOUND_MIN_PART and part.startswith(name)
-                    and len(part) - len(name) >= _COMPOUND_MIN_PART
-                )
+        # "two-story" states 2, as its first part does; "dix-sept" is in the table whole
+        part = word if word in table or "-" not in word else word.split("-")[0]
+        if part in table:
+            stated.add(table[part])
+        elif part in loose_table:
+            loose.add(loose_table[part])
+        elif lang in _COMPOUNDING:
+            loose.update(
+                value for name, value in (*table.items(), *loose_table.items())
+                if len(name) >= _COMPOUND_MIN_PART and part.startswith(name)
+                and len(part) - len(name) >= _COMPOUND_MIN_PART
+            )
     return stated - {1}, loose - {1}
 
 
@@ -180,7 +180,7 @@ _TRANSLATED_CAPITALS = frozenset(
 )
 _PEOPLES = re.compile(r"(?:an|ans|ese|ish|ic|ics|ist|ists)$")
 _SHORT_ACRONYM = 3
-_NEAR_RATIO = 0.75
+_NEAR_RATIO = 0.65
 
 
 def name_runs(text: str) -> list[list[str]]:

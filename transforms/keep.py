@@ -6,10 +6,15 @@ PCollection[Pair] (scored) -> StageOutput:
   - ``untranslated``: the translation is the source text again or missing
     (``text.is_untranslated``); judged first, whatever the score (a provider that echoes the
     source would score ~1.0);
+  - the pair checks' reasons (``checks.CheckReason``: ``repetition``, ``partial_echo``,
+    ``wrong_language``, ``number_mismatch``, ``name_missing``, ``length_ratio``), each check
+    switchable in ``keep.checks``; judged next, whatever the score, on every translated pair
+    whoever translated it (the memory too);
   - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
     its target language; a pair without a finite similarity is never accepted.
 
-``keep_top_fraction`` f: for each target language with n translated, scored pairs, the best
+``keep_top_fraction`` f: for each target language with n translated, scored pairs that pass
+the checks, the best
 ceil(f * n) are accepted, ranked by similarity (highest first), ties broken by ``caption_id``
 (smallest first). Every (similarity, caption_id) of a language is gathered in one combiner
 accumulator (tens of bytes per pair: ~100 MB for a million pairs of one language), which
@@ -29,6 +34,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
+from polycap.transforms.checks import CheckReason, ChecksConfig, PairChecks
 from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
 from polycap.transforms.section import Section
@@ -40,6 +46,7 @@ class KeepConfig(Section):
 
     min_similarity: Optional[float] = Field(default=None, ge=-1.0, le=1.0)
     keep_top_fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    checks: ChecksConfig = ChecksConfig()
 
     @model_validator(mode="after")
     def _exactly_one_rule(self) -> "KeepConfig":
@@ -87,6 +94,30 @@ class _Cutoff(beam.CombineFn):
         return sorted(keys)[top_count(self._fraction, len(keys)) - 1]
 
 
+class _CheckFn(beam.DoFn):
+    """Rejects a translated pair that fails a pair check (``checks.py``) with the check's reason;
+    passes on the rest, and the untranslated ones, which ``_DecideFn`` rejects as such."""
+
+    def __init__(self, cfg: ChecksConfig):
+        self._cfg = cfg
+        self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in CheckReason}
+
+    def setup(self):
+        self._checks = PairChecks(self._cfg)  # lingua's detectors, built once per worker
+
+    def process(self, pair: Pair):
+        reason = None
+        if not is_untranslated(pair.source_text, pair.translated_text):
+            reason = self._checks.reason(
+                pair.source_text, pair.source_lang, pair.translated_text, pair.target_lang
+            )
+        if reason is None:
+            yield pair
+        else:
+            self._counters[reason].inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
+
+
 class _DecideFn(beam.DoFn):
     """Accepts a pair when its rule does: ``min_similarity``, or else ``cutoffs`` (language ->
     rank key of the last pair accepted) for the top fraction."""
@@ -119,13 +150,18 @@ class _DecideFn(beam.DoFn):
 
 class KeepPairs(beam.PTransform):
     """PCollection[Pair] (scored) -> StageOutput(kept=accepted Pair, rejected=Rejected
-    ``untranslated`` / ``low_similarity`` with its similarity). See the module docstring."""
+    ``untranslated`` / a check's reason / ``low_similarity``, with its similarity). See the
+    module docstring."""
 
     def __init__(self, cfg: KeepConfig):
         super().__init__()
         self._cfg = cfg
 
     def expand(self, pairs):
+        checked = pairs | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(
+            REJECTED, main=KEPT
+        )
+        pairs = checked[KEPT]
         if self._cfg.keep_top_fraction is None:
             decided = pairs | "Threshold" >> beam.ParDo(
                 _DecideFn(self._cfg.min_similarity)
@@ -143,4 +179,5 @@ class KeepPairs(beam.PTransform):
             decided = pairs | "TopFraction" >> beam.ParDo(
                 _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
             ).with_outputs(REJECTED, main=KEPT)
-        return StageOutput(kept=decided[KEPT], rejected=decided[REJECTED])
+        rejected = (checked[REJECTED], decided[REJECTED]) | "AllRejected" >> beam.Flatten()
+        return StageOutput(kept=decided[KEPT], rejected=rejected)
