@@ -320,7 +320,8 @@ def threshold_rule(run: dict) -> dict:
     """The keep rule of the run, from its config: ``{"min_similarity": x}``,
     ``{"keep_top_fraction": f}`` or {} when the run facts do not say."""
     keep = run.get("config", {}).get("keep", {})
-    return {name: value for name, value in keep.items() if value is not None}
+    rules = ("min_similarity", "keep_top_fraction")  # not the pair checks' switches
+    return {name: keep[name] for name in rules if keep.get(name) is not None}
 
 
 def length_ratios(pairs: pa.Table) -> np.ndarray:
