@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from polycap.report import runfacts
 from polycap.report.stats import histogram, quantiles
+from polycap.transforms.checks import CheckReason
 from polycap.transforms.errors import InputError
 from polycap.transforms.keep import Reason as KeepReason
 from polycap.transforms import clean, deduplicate, propn, read
@@ -86,7 +87,7 @@ class Scanned(NamedTuple):
 
     ``groups``: one dict per distinct (``_GROUP_KEYS``) with ``rows`` and ``characters`` (source
     characters), which every count is summed from; ``sampled``: one narrow row per sampled pair
-    (``target_lang`` set): caption_id, target_lang, outcome, untranslated, similarity,
+    (``target_lang`` set): caption_id, target_lang, outcome, untranslated, reason, similarity,
     propn_ratio, source_chars, translated_chars and where it lies (``part``, ``row``);
     ``removed``: caption_id, propn_ratio, part, row of every caption the PROPN stage removed;
     ``unreadable``: the ids of the rows that name an input file read only up to a break;
@@ -155,6 +156,7 @@ class _Scanner:
                     "target_lang": lang,
                     "outcome": outcome,
                     "untranslated": pc.fill_null(pc.equal(reason, UNTRANSLATED), False),
+                    "reason": reason,
                     "similarity": batch["similarity"],
                     "propn_ratio": batch["propn_ratio"],
                     "source_chars": source_chars,
@@ -381,6 +383,34 @@ def examples(judged: pa.Table, threshold: Optional[float], fetch: Callable[[list
     }
 
 
+def check_examples(pairs: pa.Table, fetch: Callable[[list], list]) -> dict:
+    """{reason: up to ``EXAMPLES`` pairs} for each pair check (``checks.CheckReason``) that
+    rejected some of ``pairs`` (one language's ``Scanned.sampled`` rows), the smallest
+    caption_ids first. Only these rows' texts are read (``fetch``)."""
+    found = {}
+    for reason in CheckReason:
+        rejected = pairs.filter(pc.fill_null(pc.equal(pairs["reason"], reason.value), False))
+        if rejected.num_rows:
+            order = pc.sort_indices(rejected, sort_keys=[("caption_id", "ascending")])
+            found[reason.value] = [
+                _example(row)
+                for row in fetch(_located(rejected, order.to_numpy()[:EXAMPLES]))
+                if row["similarity"] is not None
+            ]
+    return found
+
+
+def _pair_checks(languages: dict) -> dict:
+    """{check reason: {language: pairs it rejected}}, every check and configured language."""
+    return {
+        reason.value: {
+            lang: numbers["rejected_by_reason"].get(reason.value, 0)
+            for lang, numbers in languages.items()
+        }
+        for reason in CheckReason
+    }
+
+
 def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, rule: dict,
               fetch: Callable[[list], list]) -> dict:
     """The numbers of one language: ``groups`` are its counts, ``pairs`` its ``Scanned.sampled``
@@ -432,6 +462,7 @@ def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, 
             "counts": histogram(ratios, LENGTH_RATIO_EDGES),
         },
         "examples": examples(judged, threshold, fetch),
+        "check_examples": check_examples(pairs, fetch),
     }
 
 
@@ -677,6 +708,7 @@ def analyse(audited: Audited) -> dict:
         "keep_rule": rule,
         "input": source,
         "languages": languages,
+        "pair_checks": _pair_checks(languages),
         "propn": _propn(scanned, run),
         "datasets": _datasets(groups, list(counted["languages"])),
         "translation": _translation(groups, counted, run),

@@ -43,6 +43,7 @@ pre { background: #f5f7f8; padding: .6rem; overflow-x: auto; font-size: .85rem; 
 _SECTIONS = (
     ("funnel", "Funnel"),
     ("languages", "Languages"),
+    ("pair-checks", "Pair checks"),
     ("propn", "Proper nouns"),
     ("datasets", "Datasets"),
     ("translation", "Translation"),
@@ -270,6 +271,30 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
     )
 
 
+def _pair_checks_section(audit: dict) -> str:
+    """Per pair check: the pairs it rejected in each language, and a few of them side by side."""
+    by_check = audit.get("pair_checks", {})
+    languages = list(audit["languages"])
+    counts = _table(
+        ["check (reason)"] + languages,
+        [[reason] + [by_language[lang] for lang in languages]
+         for reason, by_language in by_check.items()],
+    )
+    shown = "".join(
+        f"<h4>{html.escape(reason)}: {html.escape(lang)}</h4>{_examples_table(rows)}"
+        for lang, numbers in audit["languages"].items()
+        for reason, rows in numbers.get("check_examples", {}).items()
+    )
+    return (
+        '<section id="pair-checks"><h2>Pair checks: what the score lets through</h2>'
+        "<p>Keep rejects a translated pair, whatever its score and whoever translated it, when a "
+        "pair check fails (the first that fails is its reason): the numbers differ, a name is "
+        "missing, the translation is in another language, mostly copied from the source, loops, "
+        "or its length is far from the source's.</p>"
+        f"{counts}{shown or _muted('No pair was rejected by a check.')}</section>"
+    )
+
+
 def _propn_section(propn: dict, mode: str, untagged: int) -> str:
     head = '<section id="propn"><h2>Proper nouns</h2>'
     if mode == "pairs":
@@ -442,6 +467,7 @@ def render(audit: dict) -> str:
             _funnel_section(audit),
             '<section id="languages"><h2>Per language: scores, lengths and examples</h2>'
             f"{languages}</section>",
+            _pair_checks_section(audit),
             _propn_section(audit["propn"], audit.get("mode", "run"), audit["input"].get("untagged", 0)),
             _datasets_section(audit),
             _translation_section(audit["translation"], audit.get("mode", "run")),

@@ -523,6 +523,12 @@ def test_pairs_audit_counts_scores_and_reports(pairs_report):
     assert de["sampled"] == N_PAIRS + 3 and de["untranslated"] == 1
     assert de["rejected_by_reason"]["number_mismatch"] >= 1
     assert de["rejected_by_reason"]["partial_echo"] == 1
+    # per check: the pairs it rejected per language, and examples side by side
+    assert result["pair_checks"]["partial_echo"] == {"de": 1}
+    assert result["pair_checks"]["repetition"] == {"de": 0}
+    (echoed,) = de["check_examples"]["partial_echo"]
+    assert echoed["translated_text"] == "Zwei Hunde play with an orange toy im hohen Gras."
+    assert echoed["outcome"] == "rejected: partial_echo"
     assert de["accepted"] + de["rejected"] == de["sampled"]
     assert de["accepted"] >= 0.95 * N_PAIRS  # human translations
     assert de["similarity_quantiles"]["p50"] > 0.7
@@ -536,6 +542,7 @@ def test_pairs_audit_counts_scores_and_reports(pairs_report):
         "length-ratio-de",
     }
     assert "no PROPN filter" in page
+    assert 'id="pair-checks"' in page and "Zwei Hunde play with an orange toy" in page
     # Its laws would be built from the very rows they check: there are none, and the page says so.
     assert result["checks"] == {}
     assert "All checks hold" not in page and "nothing was counted independently" in page
