@@ -12,7 +12,9 @@ Sets (real data, no edits):
 
 Each check is measured alone (every other check off), then all together as the keep stage runs
 them (the first failing check is the reason). Then how many wrong-language translations the
-language check catches alone (Multi30k's English, French or German offered as the translation). Prints a table and a few rejected examples per
+language check catches alone (Multi30k's English, French or German offered as the translation),
+and how many perturbed human translations all checks catch (a number word changed to the next,
+a name swapped for another pair's name). Prints a table and a few rejected examples per
 check; the figures are in docs/design-notes.md.
 """
 
@@ -21,10 +23,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
-from polycap.transforms.checks import ChecksConfig, PairChecks
+from polycap.transforms.checks import (
+    _NUMBER_WORDS,
+    ChecksConfig,
+    PairChecks,
+    fold,
+    missing_names,
+    name_runs,
+    words,
+)
 from polycap.transforms.text import is_shouting
 
 CHECKS = ("repetition", "partial_echo", "target_language", "numbers", "names", "length_ratio")
@@ -50,6 +61,39 @@ def mscoco_it(root: Path, validated: bool) -> list[tuple[str, str]]:
             notes = json.load(stream)["annotations"]
         pairs += [(english[int(n["id"])], n["caption"]) for n in notes if int(n["id"]) in english]
     return pairs
+
+
+def number_changed(pairs: list[tuple[str, str]], lang: str) -> list[tuple[str, str]]:
+    """Each translation that states a number word of ``lang``, with its first one changed to the
+    next ("zwei" -> "drei", "Deux" -> "Trois"): the issue's perturbation."""
+    table = _NUMBER_WORDS[lang]
+    by_value = {value: word for word, value in table.items()}
+    changed = []
+    for source, target in pairs:
+        for word in words(target):
+            value = table.get(word.casefold())
+            if value is not None and value + 1 in by_value:
+                new = by_value[value + 1]
+                new = new.capitalize() if word[0].isupper() else new
+                changed.append((source, re.sub(rf"\b{re.escape(word)}\b", new, target, count=1)))
+                break
+    return changed
+
+
+def name_swapped(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each translation that carries a name of its source verbatim, with that name replaced by a
+    name of another pair (the next one in the set that no name of this source is near)."""
+    named = [(s, t, run) for s, t in pairs for run in name_runs(s)[:1] if " ".join(run) in t]
+    names_used = [" ".join(run) for _, _, run in named]
+    swapped = []
+    for index, (source, target, run) in enumerate(named):
+        name = " ".join(run)
+        for other in names_used[index + 1 :] + names_used[:index]:
+            if not missing_names(source, other) or fold(other) == fold(name):
+                continue  # too close to a name of this source to count as a swap
+            swapped.append((source, target.replace(name, other, 1)))
+            break
+    return swapped
 
 
 def only(check: str) -> ChecksConfig:
@@ -93,6 +137,14 @@ def main(argv=None) -> None:
         target = "fr" if name.endswith("fr") else "de"
         caught = sum(bool(reason) for *_, reason in judge(pairs, target, only("target_language")))
         print(f"  {name:<24} {caught:>5} of {len(pairs)} ({100 * caught / len(pairs):.1f} %)")
+    print("\nPerturbed human translations caught (all checks):")
+    for name in ("multi30k de", "multi30k fr"):
+        pairs, lang = human[name]
+        for kind, perturbed in (("number changed", number_changed(pairs, lang)),
+                                ("name swapped", name_swapped(pairs))):
+            caught = sum(bool(reason) for *_, reason in judge(perturbed, lang, ChecksConfig()))
+            print(f"  {name:<14} {kind:<16} {caught:>5} of {len(perturbed)}"
+                  f" ({100 * caught / max(1, len(perturbed)):.1f} %)")
     shouting = [(s, t) for s, t in mscoco_it(root, False) if is_shouting(s)]
     print(f"\nMSCOCO-it unvalidated (Bing), shouting sources: {len(shouting)}")
     for source, target, reason in judge(shouting, "it", ChecksConfig()):
