@@ -23,19 +23,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
-from polycap.transforms.checks import (
-    _NUMBER_WORDS,
-    ChecksConfig,
-    PairChecks,
-    fold,
-    missing_names,
-    name_runs,
-    words,
-)
+from polycap.report import perturbations
+from polycap.transforms.checks import ChecksConfig, PairChecks
 from polycap.transforms.text import is_shouting
 
 CHECKS = ("repetition", "partial_echo", "target_language", "numbers", "names", "length_ratio")
@@ -64,36 +56,14 @@ def mscoco_it(root: Path, validated: bool) -> list[tuple[str, str]]:
 
 
 def number_changed(pairs: list[tuple[str, str]], lang: str) -> list[tuple[str, str]]:
-    """Each translation that states a number word of ``lang``, with its first one changed to the
-    next ("zwei" -> "drei", "Deux" -> "Trois"): the issue's perturbation."""
-    table = _NUMBER_WORDS[lang]
-    by_value = {value: word for word, value in table.items()}
-    changed = []
-    for source, target in pairs:
-        for word in words(target):
-            value = table.get(word.casefold())
-            if value is not None and value + 1 in by_value:
-                new = by_value[value + 1]
-                new = new.capitalize() if word[0].isupper() else new
-                changed.append((source, re.sub(rf"\b{re.escape(word)}\b", new, target, count=1)))
-                break
-    return changed
+    changed = [(source, perturbations.number_changed(target, lang)) for source, target in pairs]
+    return [(source, target) for source, target in changed if target is not None]
 
 
 def name_swapped(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Each translation that carries a name of its source verbatim, with that name replaced by a
-    name of another pair (the next one in the set that no name of this source is near)."""
-    named = [(s, t, run) for s, t in pairs for run in name_runs(s)[:1] if " ".join(run) in t]
-    names_used = [" ".join(run) for _, _, run in named]
-    swapped = []
-    for index, (source, target, run) in enumerate(named):
-        name = " ".join(run)
-        for other in names_used[index + 1 :] + names_used[:index]:
-            if not missing_names(source, other) or fold(other) == fold(name):
-                continue  # too close to a name of this source to count as a swap
-            swapped.append((source, target.replace(name, other, 1)))
-            break
-    return swapped
+    sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+    swapped = zip(sources, perturbations.name_swaps(sources, targets))
+    return [(source, target) for source, target in swapped if target is not None]
 
 
 def only(check: str) -> ChecksConfig:

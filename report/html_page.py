@@ -481,6 +481,32 @@ def render(audit: dict) -> str:
 # ---------------------------------------------------------------------------------- calibration
 
 
+def _negatives_table(negatives: dict) -> str:
+    """Random, hard and perturbed negatives side by side: the cosine alone, the checks alone,
+    and the full decision (the checks, then the threshold)."""
+    perturbed = negatives["perturbed"]
+    kinds = [("random mismatches", negatives["random"]), ("hard negatives", negatives["hard"]),
+             ("perturbed, all kinds", perturbed)]
+    kinds += [(f"perturbed: {kind.replace('_', ' ')}", numbers)
+              for kind, numbers in perturbed["kinds"].items()]
+    rows = []
+    for name, numbers in kinds:
+        if not numbers["pairs"]:
+            rows.append([name, 0, "–", "–", "–", "–"])
+            continue
+        decision = numbers["decision"]
+        rows.append([name, numbers["pairs"], f"{numbers['cosine_auc']:.4f}",
+                     _pct(round(numbers["caught_by_checks"] * numbers["pairs"]), numbers["pairs"]),
+                     f"{decision['precision']:.4f}", f"{decision['recall']:.4f}"])
+    note = _muted(
+        f"{negatives['true_pairs_passing_checks']:.2%} of the true pairs pass the pair checks. "
+        "Precision and recall: the true pairs against as many of these negatives as there are, "
+        "accepted when they pass the checks and reach the threshold."
+    )
+    return _table(["negatives", "pairs", "cosine ROC AUC", "caught by the checks",
+                   "decision precision", "decision recall"], rows) + note
+
+
 def render_calibration(calibration: dict) -> str:
     """A calibration (``pipeline/calibrate.py``) as one self-contained HTML page."""
     scorer, run = calibration["scorer"], calibration["run"]
@@ -503,7 +529,7 @@ def render_calibration(calibration: dict) -> str:
         figures = plots.calibration_scores(lang, result) + plots.roc(lang, result)
         sections.append(
             f'<section id="lang-{html.escape(lang)}"><h2>{html.escape(lang)}</h2>{warning}'
-            f'<div class="plots">{figures}</div></section>'
+            f'<div class="plots">{figures}</div>{_negatives_table(result["negatives"])}</section>'
         )
     table = _table(
         ["language", "covered by the scorer", "true pairs", "mismatched pairs", "ROC AUC",

@@ -126,6 +126,11 @@ _COMPOUNDING = frozenset({"de", "nl"})
 _COMPOUND_MIN_PART = 4
 
 
+def number_words(lang: str) -> dict[str, int]:
+    """``lang``'s number words and their values ({} for a language without a table)."""
+    return _NUMBER_WORDS.get(base_language(lang), {})
+
+
 def words(text: str) -> list[str]:
     """The words of ``text`` (letters, joined by apostrophes or hyphens), as written."""
     return _WORD.findall(text)
@@ -141,7 +146,7 @@ def numbers(text: str, lang: str) -> tuple[set, set]:
     """(stated, loose): the numbers other than 1 that ``text`` states in digits or in ``lang``'s
     number words, and those it may state (``_LOOSE_NUMBER_WORDS``, compounds)."""
     lang = base_language(lang)
-    table, loose_table = _NUMBER_WORDS.get(lang, {}), _LOOSE_NUMBER_WORDS.get(lang, {})
+    table, loose_table = number_words(lang), _LOOSE_NUMBER_WORDS.get(lang, {})
     stated = {int(digits) for digits in _DIGITS.findall(text)}
     loose = set()
     for word in words(text):
