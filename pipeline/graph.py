@@ -132,4 +132,6 @@ def build(
     (kept.kept, rejected, failed) | "Write" >> WriteOutputs(
         output, cfg.languages, cfg.output.num_shards
     )
+    if kept.counts is not None:  # the per-language thresholds of keep.memory_share
+        counts = (counts, kept.counts) | "WithKeepCounts" >> beam.Flatten()
     counts | "WriteCounts" >> WriteCounts(output, COUNTS_FILE)

@@ -322,7 +322,7 @@ def threshold_rule(run: dict) -> dict:
     """The keep rule of the run, from its config: ``{"min_similarity": x}``,
     ``{"keep_top_fraction": f}`` or {} when the run facts do not say."""
     keep = run.get("config", {}).get("keep", {})
-    rules = ("min_similarity", "keep_top_fraction")  # not the pair checks' switches
+    rules = ("min_similarity", "keep_top_fraction", "memory_share")  # not the checks' switches
     return {name: keep[name] for name in rules if keep.get(name) is not None}
 
 
@@ -669,14 +669,21 @@ def analyse(audited: Audited) -> dict:
         checks.update(_counter_checks(early, run))
 
     rule = threshold_rule(run)
+    # keep.memory_share: the thresholds the memory's human translations raised, per language
+    raised = counted.get("thresholds", {})
     sampled_rows = scanned.sampled
     languages = {}
     for lang in counted["languages"]:
         sampled = counted["sampled"].get(lang, 0)
         pairs = sampled_rows.filter(pc.equal(sampled_rows["target_lang"], lang))
+        lang_rule = {**rule, "min_similarity": raised[lang]["min_similarity"]} if lang in raised else rule
         languages[lang] = n = _language(
             [group for group in groups if group["target_lang"] == lang],
-            pairs, sampled, source["eligible"], rule, scanned.fetch,
+            pairs, sampled, source["eligible"], lang_rule, scanned.fetch,
+        )
+        n["threshold_from"] = (
+            {"memory": raised[lang]["human_pairs"], "share": rule.get("memory_share")}
+            if lang in raised else "config"
         )
         checks[f"{lang}: sampled = accepted + rejected + failed"] = (
             sampled == n["accepted"] + n["rejected"] + n["failed"]
@@ -688,7 +695,7 @@ def analyse(audited: Audited) -> dict:
             accepted = pairs["similarity"].filter(pc.equal(pairs["outcome"], ACCEPTED))
             checks[f"{lang}: every accepted pair scores at least min_similarity"] = (
                 accepted.null_count == 0
-                and bool(_floats(accepted).min(initial=math.inf) >= rule["min_similarity"])
+                and bool(_floats(accepted).min(initial=math.inf) >= lang_rule["min_similarity"])
             )
     stray = {group["target_lang"] for group in groups if group["target_lang"] is not None}
     stray -= set(languages)

@@ -230,9 +230,12 @@ def _examples_table(rows: list[dict]) -> str:
     )
 
 
-def _threshold_text(threshold: Optional[float], rule: dict) -> str:
+def _threshold_text(threshold: Optional[float], rule: dict, source="config") -> str:
     if threshold is None:
         return "none known (no run facts, or no threshold given)"
+    if "min_similarity" in rule and isinstance(source, dict):
+        return (f"min_similarity {threshold:g}: keeps {source['share']:.0%} of the memory's "
+                f"{source['memory']:,} human translations (floor {rule['min_similarity']:g})")
     if "min_similarity" in rule:
         return f"min_similarity {threshold:g} (from the run's config)"
     fraction = rule["keep_top_fraction"]
@@ -244,7 +247,7 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
         [
             ("sampled", n["sampled"]),
             ("accepted", f"{n['accepted']:,} ({_pct(n['accepted'], n['sampled'])} of sampled)"),
-            ("threshold", _threshold_text(n["threshold"], rule)),
+            ("threshold", _threshold_text(n["threshold"], rule, n.get("threshold_from", "config"))),
             ("untranslated", f"{n['untranslated']:,} (translation equals the source)"),
             ("similarity p10 / p50 / p90", _spread(n["similarity_quantiles"])),
             ("length ratio p10 / p50 / p90", _spread(n["length_ratio_quantiles"])),

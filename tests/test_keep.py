@@ -204,3 +204,36 @@ def test_checks_switched_off_in_the_config_leave_the_score_to_decide():
     out = pipeline | beam.Create([changed]) | KeepPairs(cfg)
     assert_that(out.kept | beam.Map(lambda p: p.caption_id), equal_to(["c:2"]))
     pipeline.run().wait_until_finish()
+
+
+def test_memory_share_raises_each_language_threshold_to_keep_that_share_of_human_translations():
+    def scored(caption_id, lang, similarity, provider, index):
+        return _scored(caption_id, lang, similarity, index=index)._replace(provider=provider)
+
+    pairs = [
+        # de: 5 memory pairs; the best ceil(0.8 * 5) = 4 end at 0.6, so de's threshold is 0.6
+        *[scored(f"m:{i}", "de", score, "memory", i) for i, score in enumerate([0.9, 0.8, 0.7, 0.6, 0.3])],
+        scored("a:1", "de", 0.65, "aws", 6),
+        scored("a:2", "de", 0.55, "aws", 7),  # above the floor, under de's threshold
+        # fr: no memory pair: the floor, min_similarity
+        scored("a:3", "fr", 0.45, "aws", 8),
+        scored("a:4", "fr", 0.35, "aws", 9),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(min_similarity=0.4, memory_share=0.8))
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda p: p.caption_id),
+        equal_to(["m:0", "m:1", "m:2", "m:3", "a:1", "a:3"]),
+        label="KeptRows",
+    )
+    assert_that(
+        out.rejected | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.reason)),
+        equal_to([("m:4", "low_similarity"), ("a:2", "low_similarity"), ("a:4", "low_similarity")]),
+        label="RejectedRows",
+    )
+    assert_that(
+        out.counts,
+        equal_to([("thresholds", {"de": {"min_similarity": 0.6, "human_pairs": 5}})]),
+        label="Thresholds",
+    )
+    pipeline.run().wait_until_finish()

@@ -13,6 +13,13 @@ PCollection[Pair] (scored) -> StageOutput:
   - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
     its target language; a pair without a finite similarity is never accepted.
 
+``memory_share`` s (with ``min_similarity``): where the translation memory translated some of a
+language's pairs (human translations, ``provider`` ``memory``, that pass the checks), that
+language's threshold rises to the score of the last of the best ceil(s * m) of its m memory
+pairs, so about s of the human translations would be accepted; ``min_similarity`` stays the
+floor, and the threshold of every other language. The thresholds leave as ``counts``
+(``thresholds``: {language: {min_similarity, human_pairs}}) for the audit.
+
 ``keep_top_fraction`` f: for each target language with n translated, scored pairs that pass
 the checks, the best
 ceil(f * n) are accepted, ranked by similarity (highest first), ties broken by ``caption_id``
@@ -38,6 +45,7 @@ from polycap.transforms.checks import CheckReason, ChecksConfig, PairChecks
 from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
 from polycap.transforms.section import Section
+from polycap.transforms.translate import MEMORY_PROVIDER
 from polycap.transforms.text import is_untranslated
 
 
@@ -46,12 +54,16 @@ class KeepConfig(Section):
 
     min_similarity: Optional[float] = Field(default=None, ge=-1.0, le=1.0)
     keep_top_fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    # Raise a language's threshold to keep this share of the memory's human translations of it.
+    memory_share: Optional[float] = Field(default=None, gt=0.0, le=1.0)
     checks: ChecksConfig = ChecksConfig()
 
     @model_validator(mode="after")
     def _exactly_one_rule(self) -> "KeepConfig":
         if (self.min_similarity is None) == (self.keep_top_fraction is None):
             raise ValueError("set exactly one of min_similarity and keep_top_fraction")
+        if self.memory_share is not None and self.min_similarity is None:
+            raise ValueError("memory_share raises min_similarity per language: set min_similarity")
         return self
 
 
@@ -118,28 +130,43 @@ class _CheckFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
 
 
+class _MemoryThreshold(_Cutoff):
+    """One language's threshold from the rank keys of its memory pairs: the score of the last
+    of the best ``share`` of them, at least ``floor``."""
+
+    def __init__(self, share: float, floor: float):
+        super().__init__(share)
+        self._floor = floor
+
+    def extract_output(self, keys):
+        score = -super().extract_output(keys)[0]
+        return {"min_similarity": max(self._floor, score), "human_pairs": len(keys)}
+
+
 class _DecideFn(beam.DoFn):
-    """Accepts a pair when its rule does: ``min_similarity``, or else ``cutoffs`` (language ->
-    rank key of the last pair accepted) for the top fraction."""
+    """Accepts a pair when its rule does: ``min_similarity`` (raised per language by
+    ``thresholds``, language -> _MemoryThreshold's output, where given), or else ``cutoffs``
+    (language -> rank key of the last pair accepted) for the top fraction."""
 
     def __init__(self, min_similarity: Optional[float]):
         self._min = min_similarity
         self._kept = Metrics.counter(Stage.KEEP.value, KEPT)
         self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in Reason}
 
-    def _reason(self, pair: Pair, cutoffs) -> Optional[Reason]:
+    def _reason(self, pair: Pair, cutoffs, thresholds) -> Optional[Reason]:
         if is_untranslated(pair.source_text, pair.translated_text):
             return Reason.UNTRANSLATED
         if not is_scored(pair):
             return Reason.LOW_SIMILARITY
         if self._min is not None:
-            accepted = pair.similarity >= self._min
+            threshold = (thresholds or {}).get(pair.target_lang, {}).get("min_similarity", self._min)
+            accepted = pair.similarity >= threshold
         else:
             accepted = rank_key(pair) <= cutoffs[pair.target_lang]
         return None if accepted else Reason.LOW_SIMILARITY
 
-    def process(self, pair: Pair, cutoffs=None):
-        reason = self._reason(pair, cutoffs)
+    def process(self, pair: Pair, cutoffs=None, thresholds=None):
+        reason = self._reason(pair, cutoffs, thresholds)
         if reason is None:
             self._kept.inc()
             yield pair
@@ -150,8 +177,8 @@ class _DecideFn(beam.DoFn):
 
 class KeepPairs(beam.PTransform):
     """PCollection[Pair] (scored) -> StageOutput(kept=accepted Pair, rejected=Rejected
-    ``untranslated`` / a check's reason / ``low_similarity``, with its similarity). See the
-    module docstring."""
+    ``untranslated`` / a check's reason / ``low_similarity``, with its similarity; counts: the
+    thresholds ``memory_share`` set, None without it). See the module docstring."""
 
     def __init__(self, cfg: KeepConfig):
         super().__init__()
@@ -162,7 +189,28 @@ class KeepPairs(beam.PTransform):
             REJECTED, main=KEPT
         )
         pairs = checked[KEPT]
-        if self._cfg.keep_top_fraction is None:
+        counts = None
+        if self._cfg.memory_share is not None:
+            thresholds = (
+                pairs
+                | "HumanPairs" >> beam.Filter(
+                    lambda p: p.provider == MEMORY_PROVIDER and is_scored(p)
+                    and not is_untranslated(p.source_text, p.translated_text)
+                )
+                | "HumanRankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
+                | "HumanThreshold" >> beam.CombinePerKey(
+                    _MemoryThreshold(self._cfg.memory_share, self._cfg.min_similarity)
+                )
+            )
+            decided = pairs | "Threshold" >> beam.ParDo(
+                _DecideFn(self._cfg.min_similarity), thresholds=beam.pvalue.AsDict(thresholds)
+            ).with_outputs(REJECTED, main=KEPT)
+            counts = (
+                thresholds
+                | "AllThresholds" >> beam.combiners.ToDict()
+                | "ThresholdCounts" >> beam.Map(lambda by_language: ("thresholds", by_language))
+            )
+        elif self._cfg.keep_top_fraction is None:
             decided = pairs | "Threshold" >> beam.ParDo(
                 _DecideFn(self._cfg.min_similarity)
             ).with_outputs(REJECTED, main=KEPT)
@@ -180,4 +228,4 @@ class KeepPairs(beam.PTransform):
                 _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
             ).with_outputs(REJECTED, main=KEPT)
         rejected = (checked[REJECTED], decided[REJECTED]) | "AllRejected" >> beam.Flatten()
-        return StageOutput(kept=decided[KEPT], rejected=rejected)
+        return StageOutput(kept=decided[KEPT], rejected=rejected, counts=counts)
