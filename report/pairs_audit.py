@@ -111,8 +111,8 @@ def audited(pairs: ParallelSet, lang: str, similarities: dict, min_similarity: O
         source, translation = pairs.sources[index], pairs.targets[index]
         if is_untranslated(source, translation):
             decision = (audit.REJECTED, Stage.KEEP.value, audit.UNTRANSLATED)
-        elif failed := checks.reason(source, source_lang, translation, lang):
-            decision = (audit.REJECTED, Stage.KEEP.value, failed.value)
+        elif check := checks.reason(source, source_lang, translation, lang):
+            decision = (audit.REJECTED, Stage.KEEP.value, check.value)
         elif min_similarity is not None and similarity < min_similarity:
             decision = (audit.REJECTED, Stage.KEEP.value, audit.LOW_SIMILARITY)
         else:

@@ -49,6 +49,7 @@ def test_every_shipped_config_loads():
         (_with(keep={"keep_top_fraction": 0.5, "memory_share": 0.99}), r"^keep: memory_share raises min_similarity per language: set min_similarity"),
         (_with(keep={"min_similarity": 0.5, "memory_share": 1.5}), r"^keep.memory_share: .*less than or equal to 1"),
         (_with(keep={"min_similarity": 0.5, "checks": {"numbrs": False}}), r"^keep.checks.numbrs: Extra inputs"),
+        (_with(keep={"min_similarity": 0.5, "checks": {"other_languages": ["en", "german"]}}), r"^keep.checks.other_languages: .*unknown language code 'german'"),
         (_with(keep={"min_similarity": 0.5, "checks": {"names": "maybe"}}), r"^keep.checks.names: .*valid boolean"),
         (_with(keep={"min_similarity": 0.5, "checks": {"min_length_ratio": 4}}), r"^keep.checks: min_length_ratio must be below max_length_ratio"),
         (_with(languages=["de", "klingon"]), r"^languages: unknown language code 'klingon'"),

@@ -30,9 +30,9 @@ import unicodedata
 from collections import Counter
 from typing import Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from polycap.transforms.languages import base_language
+from polycap.transforms.languages import base_language, is_language_code
 from polycap.transforms.section import Section
 from polycap.transforms.text import is_shouting
 
@@ -64,6 +64,14 @@ class ChecksConfig(Section):
     min_length_ratio: float = Field(default=0.3, gt=0.0)
     max_length_ratio: float = Field(default=3.0, gt=0.0)
     length_ratio_min_source_chars: int = Field(default=20, ge=1)
+
+    @field_validator("other_languages")
+    @classmethod
+    def _known_codes(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [code for code in codes if not is_language_code(code)]
+        if unknown:
+            raise ValueError(f"unknown language code {unknown[0]!r}")
+        return codes
 
     @model_validator(mode="after")
     def _ordered_band(self) -> "ChecksConfig":
