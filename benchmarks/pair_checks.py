@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from polycap.report import perturbations
-from polycap.transforms.checks import ChecksConfig, PairChecks
+from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.text import is_shouting
 
 CHECKS = ("repetition", "partial_echo", "target_language", "numbers", "names", "length_ratio")
@@ -71,8 +71,8 @@ def only(check: str) -> ChecksConfig:
 
 
 def judge(pairs: list[tuple[str, str]], lang: str, cfg: ChecksConfig) -> list:
-    checks = PairChecks(cfg)
-    return [(source, target, checks.reason(source, "en", target, lang)) for source, target in pairs]
+    reasons = PairChecks(cfg).reasons([Judged(source, "en", target, lang) for source, target in pairs])
+    return [(source, target, reason) for (source, target), reason in zip(pairs, reasons)]
 
 
 def main(argv=None) -> None:

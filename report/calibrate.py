@@ -52,7 +52,7 @@ from polycap.report.pairs_audit import scorer_config
 from polycap.report.parallel_sets import ParallelSet, is_table, read_parallel
 from polycap.report.stats import histogram, quantiles
 from polycap.transforms import encoders
-from polycap.transforms.checks import ChecksConfig, PairChecks
+from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.text import match_key
@@ -266,8 +266,9 @@ def negatives(
             return np.array([]), np.array([], dtype=bool)
         source_vectors = embed([sources[i] for i, _ in pairs])
         scores = encoders.cosine_rows(source_vectors, embed([text for _, text in pairs]))
-        passes = np.array([checks.reason(sources[i], source_lang, text, target_lang) is None
-                           for i, text in pairs])
+        reasons = checks.reasons([Judged(sources[i], source_lang, text, target_lang)
+                                  for i, text in pairs])
+        passes = np.array([reason is None for reason in reasons])
         return scores, passes
 
     true_scores, true_pass = judged(list(enumerate(targets)))

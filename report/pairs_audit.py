@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from polycap.report import audit, runfacts
 from polycap.report.parallel_sets import ParallelSet, read_parallel
 from polycap.transforms import encoders
-from polycap.transforms.checks import ChecksConfig, PairChecks
+from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.records import Stage
@@ -102,17 +102,20 @@ def audited(pairs: ParallelSet, lang: str, similarities: dict, min_similarity: O
     """The audit's view of a scored parallel set: blank rows are invalid (``empty``), untranslated
     rows rejected (keep's rule, ``text.is_untranslated``), then those a pair check fails (keep's
     ``checks``, with its reason), scored rows accepted unless under ``min_similarity``."""
+    scored = list(similarities)
+    failed = dict(zip(scored, checks.reasons(
+        [Judged(pairs.sources[i], source_lang, pairs.targets[i], lang) for i in scored]
+    )))
     rows = []
     for index in range(len(pairs)):
         similarity = similarities.get(index)
         if similarity is None:
             rows.append(_row(pairs, index, None, None, (audit.REJECTED, Stage.READ.value, EMPTY)))
             continue
-        source, translation = pairs.sources[index], pairs.targets[index]
-        if is_untranslated(source, translation):
+        if is_untranslated(pairs.sources[index], pairs.targets[index]):
             decision = (audit.REJECTED, Stage.KEEP.value, audit.UNTRANSLATED)
-        elif check := checks.reason(source, source_lang, translation, lang):
-            decision = (audit.REJECTED, Stage.KEEP.value, check.value)
+        elif failed[index] is not None:
+            decision = (audit.REJECTED, Stage.KEEP.value, failed[index].value)
         elif min_similarity is not None and similarity < min_similarity:
             decision = (audit.REJECTED, Stage.KEEP.value, audit.LOW_SIMILARITY)
         else:

@@ -27,8 +27,8 @@ import difflib
 import enum
 import re
 import unicodedata
-from collections import Counter
-from typing import Optional
+from collections import defaultdict
+from typing import NamedTuple, Optional, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
@@ -259,10 +259,19 @@ def longest_loop(text: str, max_n: int = 4) -> int:
     return longest
 
 
+class Judged(NamedTuple):
+    """One pair as the checks see it."""
+
+    source: str
+    source_lang: str
+    translation: str
+    target_lang: str
+
+
 class PairChecks:
-    """The configured checks; ``reason(...)`` judges one pair. Lingua's detectors are built on
-    first use, one per (source, target) language pair, and kept: build one per worker (in a
-    DoFn's ``setup``), never per pair."""
+    """The configured checks; ``reasons(batch)`` judges pairs, ``reason(...)`` one. Lingua's
+    detectors are built on first use, one per (source, target) language pair, and kept: build
+    one per worker (in a DoFn's ``setup``), never per pair."""
 
     def __init__(self, cfg: ChecksConfig):
         self._cfg = cfg
@@ -290,32 +299,51 @@ class PairChecks:
                 self._detectors[key] = (detector, target)
         return self._detectors[key]
 
-    def wrong_language(self, translation: str, source_lang: str, target_lang: str) -> bool:
-        """lingua is at least ``min_language_confidence`` sure ``translation`` is in another
-        language than ``target_lang``."""
-        found = self._detector(source_lang, target_lang)
-        if found is None:
-            return False
-        detector, target = found
-        values = detector.compute_language_confidence_values(translation)
-        if not values:
-            return False
-        best = values[0]
-        return best.language != target and best.value >= self._cfg.min_language_confidence
+    def wrong_languages(self, pairs: Sequence[Judged]) -> list[bool]:
+        """Per pair: lingua is at least ``min_language_confidence`` sure its translation is in
+        another language than its target. One parallel lingua call per language pair."""
+        wrong = [False] * len(pairs)
+        by_languages: dict = defaultdict(list)
+        for index, pair in enumerate(pairs):
+            by_languages[(pair.source_lang, pair.target_lang)].append(index)
+        for languages, indices in by_languages.items():
+            found = self._detector(*languages)
+            if found is None:
+                continue
+            detector, target = found
+            texts = [pairs[index].translation for index in indices]
+            for index, values in zip(
+                indices, detector.compute_language_confidence_values_in_parallel(texts)
+            ):
+                wrong[index] = bool(values) and values[0].language != target and (
+                    values[0].value >= self._cfg.min_language_confidence
+                )
+        return wrong
+
+    def reasons(self, pairs: Sequence[Judged]) -> list[Optional[CheckReason]]:
+        """Per pair, the first check it fails (in ``CheckReason``'s order), or None. A batch at
+        a time: the language check runs on all its translations at once."""
+        cfg = self._cfg
+        wrong = self.wrong_languages(pairs) if cfg.target_language else [False] * len(pairs)
+        return [self._reason(pair, wrong_language) for pair, wrong_language in zip(pairs, wrong)]
 
     def reason(self, source: str, source_lang: str, translation: str,
                target_lang: str) -> Optional[CheckReason]:
-        """The first check the pair fails (in ``CheckReason``'s order), or None."""
+        """The first check one pair fails, or None (``reasons`` of a batch of one)."""
+        return self.reasons([Judged(source, source_lang, translation, target_lang)])[0]
+
+    def _reason(self, pair: Judged, wrong_language: bool) -> Optional[CheckReason]:
         cfg = self._cfg
+        source, translation = pair.source, pair.translation
         if cfg.repetition and longest_loop(translation) >= cfg.max_repeats > longest_loop(source):
             return CheckReason.REPETITION
         if cfg.partial_echo:
             copied, content = echo(source, translation)
             if copied >= cfg.echo_min_words and copied >= cfg.echo_max_share * content:
                 return CheckReason.PARTIAL_ECHO
-        if cfg.target_language and self.wrong_language(translation, source_lang, target_lang):
+        if wrong_language:
             return CheckReason.WRONG_LANGUAGE
-        if cfg.numbers and not numbers_agree(source, source_lang, translation, target_lang):
+        if cfg.numbers and not numbers_agree(source, pair.source_lang, translation, pair.target_lang):
             return CheckReason.NUMBER_MISMATCH
         if cfg.names and missing_names(source, translation):
             return CheckReason.NAME_MISSING

@@ -41,7 +41,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
-from polycap.transforms.checks import CheckReason, ChecksConfig, PairChecks
+from polycap.transforms.checks import CheckReason, ChecksConfig, Judged, PairChecks
 from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
 from polycap.transforms.section import Section
@@ -106,9 +106,13 @@ class _Cutoff(beam.CombineFn):
         return sorted(keys)[top_count(self._fraction, len(keys)) - 1]
 
 
+# Pairs judged at once: lingua runs over a batch's translations in parallel (``checks.py``).
+CHECK_BATCH = 256
+
+
 class _CheckFn(beam.DoFn):
-    """Rejects a translated pair that fails a pair check (``checks.py``) with the check's reason;
-    passes on the rest, and the untranslated ones, which ``_DecideFn`` rejects as such."""
+    """A batch of pairs -> each pair that fails a pair check (``checks.py``) rejected with the
+    check's reason; the rest passed on, the untranslated ones too (``_DecideFn`` rejects those)."""
 
     def __init__(self, cfg: ChecksConfig):
         self._cfg = cfg
@@ -117,17 +121,19 @@ class _CheckFn(beam.DoFn):
     def setup(self):
         self._checks = PairChecks(self._cfg)  # lingua's detectors, built once per worker
 
-    def process(self, pair: Pair):
-        reason = None
-        if not is_untranslated(pair.source_text, pair.translated_text):
-            reason = self._checks.reason(
-                pair.source_text, pair.source_lang, pair.translated_text, pair.target_lang
-            )
-        if reason is None:
-            yield pair
-        else:
-            self._counters[reason].inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
+    def process(self, batch: list[Pair]):
+        translated = [p for p in batch if not is_untranslated(p.source_text, p.translated_text)]
+        reasons = self._checks.reasons(
+            [Judged(p.source_text, p.source_lang, p.translated_text, p.target_lang) for p in translated]
+        )
+        failed = {id(pair): reason for pair, reason in zip(translated, reasons) if reason}
+        for pair in batch:
+            reason = failed.get(id(pair))
+            if reason is None:
+                yield pair
+            else:
+                self._counters[reason].inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
 
 
 class _MemoryThreshold(_Cutoff):
@@ -185,8 +191,10 @@ class KeepPairs(beam.PTransform):
         self._cfg = cfg
 
     def expand(self, pairs):
-        checked = pairs | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(
-            REJECTED, main=KEPT
+        checked = (
+            pairs
+            | "BatchForChecks" >> beam.BatchElements(max_batch_size=CHECK_BATCH)
+            | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(REJECTED, main=KEPT)
         )
         pairs = checked[KEPT]
         counts = None
