@@ -234,8 +234,10 @@ def _threshold_text(threshold: Optional[float], rule: dict, source="config") -> 
     if threshold is None:
         return "none known (no run facts, or no threshold given)"
     if "min_similarity" in rule and isinstance(source, dict):
-        return (f"min_similarity {threshold:g}: keeps {source['share']:.0%} of the memory's "
-                f"{source['memory']:,} human translations (floor {rule['min_similarity']:g})")
+        humans = f"{source['share']:.0%} of the memory's {source['memory']:,} human translations"
+        if threshold > rule["min_similarity"]:
+            return f"min_similarity {threshold:.3f}: keeps {humans} (floor {rule['min_similarity']:g})"
+        return f"min_similarity {threshold:g}, the configured floor (keeping {humans} needs no more)"
     if "min_similarity" in rule:
         return f"min_similarity {threshold:g} (from the run's config)"
     fraction = rule["keep_top_fraction"]
