@@ -10,15 +10,17 @@ store or a provider); the keep stage and ``polycap audit --pairs`` apply them th
   in another language than the target; short captions fool identifiers, so a doubt never rejects;
 - ``number_mismatch``: the numbers (digits and number words) of the source and the translation
   differ ("two dogs" -> "drei Hunde"); "one" is left out, since "a"/"ein"/"un" are its words too;
-- ``name_missing``: a name of the source (a capitalised word inside a sentence of a caption that
-  is not shouting) is nowhere in the translation, not even folded (case, diacritics) or as a
-  word sharing its first four letters ("Paris" / "Parigi");
+- ``name_missing``: a name of the source (a run of capitalised words inside a sentence of a
+  caption that is not shouting, less the words translators translate: days, months, holidays,
+  peoples, short acronyms) has no word in the translation, not even folded (case, diacritics),
+  sharing its first four letters ("Paris" / "Parigi") or spelled close ("Dali" / "Dalaï");
 - ``length_ratio``: characters of translation per character of source outside
   [``min_length_ratio``, ``max_length_ratio``] (sources shorter than
   ``length_ratio_min_source_chars`` are too short for the ratio to mean anything).
 
 A pair is judged by the checks in that order; the first that fails is its reason. The rates at
-which each check rejects human translations are in ``benchmarks/pair_checks.py``.
+which each check rejects human translations are measured by ``benchmarks/pair_checks.py``
+(docs/design-notes.md).
 """
 
 from __future__ import annotations
