@@ -61,10 +61,10 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _fill_needs_a_fixed_threshold(self) -> "Config":
-        if self.sample.fill and self.keep.keep_top_fraction is not None:
+        if self.sample.fill and (self.keep.keep_top_fraction is not None or self.keep.memory_share is not None):
             raise ValueError(
-                "sample.fill: needs keep.min_similarity; with keep_top_fraction what a pair needs "
-                "to be accepted changes with every round"
+                "sample.fill: needs a fixed keep.min_similarity; with keep_top_fraction or "
+                "memory_share what a pair needs to be accepted changes with every round"
             )
         return self
 

@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from polycap.report import runfacts
 from polycap.report.stats import histogram, quantiles
+from polycap.transforms.checks import CheckReason
 from polycap.transforms.errors import InputError
 from polycap.transforms.keep import Reason as KeepReason
 from polycap.transforms import clean, deduplicate, propn, read
@@ -87,7 +88,7 @@ class Scanned(NamedTuple):
 
     ``groups``: one dict per distinct (``_GROUP_KEYS``) with ``rows`` and ``characters`` (source
     characters), which every count is summed from; ``sampled``: one narrow row per sampled pair
-    (``target_lang`` set): caption_id, target_lang, outcome, untranslated, similarity,
+    (``target_lang`` set): caption_id, target_lang, outcome, untranslated, reason, similarity,
     propn_ratio, source_chars, translated_chars and where it lies (``part``, ``row``);
     ``removed``: caption_id, propn_ratio, part, row of every caption the PROPN stage removed;
     ``unreadable``: the ids of the rows that name an input file read only up to a break;
@@ -156,6 +157,7 @@ class _Scanner:
                     "target_lang": lang,
                     "outcome": outcome,
                     "untranslated": pc.fill_null(pc.equal(reason, UNTRANSLATED), False),
+                    "reason": reason,
                     "similarity": batch["similarity"],
                     "propn_ratio": batch["propn_ratio"],
                     "source_chars": source_chars,
@@ -335,7 +337,8 @@ def threshold_rule(run: dict) -> dict:
     """The keep rule of the run, from its config: ``{"min_similarity": x}``,
     ``{"keep_top_fraction": f}`` or {} when the run facts do not say."""
     keep = run.get("config", {}).get("keep", {})
-    return {name: value for name, value in keep.items() if value is not None}
+    rules = ("min_similarity", "keep_top_fraction", "memory_share")  # not the checks' switches
+    return {name: keep[name] for name in rules if keep.get(name) is not None}
 
 
 def length_ratios(pairs: pa.Table) -> np.ndarray:
@@ -395,6 +398,34 @@ def examples(judged: pa.Table, threshold: Optional[float], fetch: Callable[[list
     }
 
 
+def check_examples(pairs: pa.Table, fetch: Callable[[list], list]) -> dict:
+    """{reason: up to ``EXAMPLES`` pairs} for each pair check (``checks.CheckReason``) that
+    rejected some of ``pairs`` (one language's ``Scanned.sampled`` rows), the smallest
+    caption_ids first. Only these rows' texts are read (``fetch``)."""
+    found = {}
+    for reason in CheckReason:
+        rejected = pairs.filter(pc.fill_null(pc.equal(pairs["reason"], reason.value), False))
+        if rejected.num_rows:
+            order = pc.sort_indices(rejected, sort_keys=[("caption_id", "ascending")])
+            found[reason.value] = [
+                _example(row)
+                for row in fetch(_located(rejected, order.to_numpy()[:EXAMPLES]))
+                if row["similarity"] is not None
+            ]
+    return found
+
+
+def _pair_checks(languages: dict) -> dict:
+    """{check reason: {language: pairs it rejected}}, every check and configured language."""
+    return {
+        reason.value: {
+            lang: numbers["rejected_by_reason"].get(reason.value, 0)
+            for lang, numbers in languages.items()
+        }
+        for reason in CheckReason
+    }
+
+
 def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, rule: dict,
               fetch: Callable[[list], list]) -> dict:
     """The numbers of one language: ``groups`` are its counts, ``pairs`` its ``Scanned.sampled``
@@ -447,6 +478,7 @@ def _language(groups: list[dict], pairs: pa.Table, sampled: int, eligible: int, 
             "counts": histogram(ratios, LENGTH_RATIO_EDGES),
         },
         "examples": examples(judged, threshold, fetch),
+        "check_examples": check_examples(pairs, fetch),
     }
 
 
@@ -677,14 +709,21 @@ def analyse(audited: Audited) -> dict:
         checks.update(_counter_checks(early, run))
 
     rule = threshold_rule(run)
+    # keep.memory_share: the thresholds the memory's human translations raised, per language
+    raised = counted.get("thresholds", {})
     sampled_rows = scanned.sampled
     languages = {}
     for lang in counted["languages"]:
         sampled = counted["sampled"].get(lang, 0)
         pairs = sampled_rows.filter(pc.equal(sampled_rows["target_lang"], lang))
+        lang_rule = {**rule, "min_similarity": raised[lang]["min_similarity"]} if lang in raised else rule
         languages[lang] = n = _language(
             [group for group in groups if group["target_lang"] == lang],
-            pairs, sampled, source["eligible"], rule, scanned.fetch,
+            pairs, sampled, source["eligible"], lang_rule, scanned.fetch,
+        )
+        n["threshold_from"] = (
+            {"memory": raised[lang]["human_pairs"], "share": rule.get("memory_share")}
+            if lang in raised else "config"
         )
         checks[f"{lang}: sampled = accepted + rejected + failed"] = (
             sampled == n["accepted"] + n["rejected"] + n["failed"]
@@ -696,7 +735,7 @@ def analyse(audited: Audited) -> dict:
             accepted = pairs["similarity"].filter(pc.equal(pairs["outcome"], ACCEPTED))
             checks[f"{lang}: every accepted pair scores at least min_similarity"] = (
                 accepted.null_count == 0
-                and bool(_floats(accepted).min(initial=math.inf) >= rule["min_similarity"])
+                and bool(_floats(accepted).min(initial=math.inf) >= lang_rule["min_similarity"])
             )
         fill = counted.get("fill", {}).get(lang)
         if fill is not None:
@@ -724,6 +763,7 @@ def analyse(audited: Audited) -> dict:
         "keep_rule": rule,
         "input": source,
         "languages": languages,
+        "pair_checks": _pair_checks(languages),
         "propn": _propn(scanned, run),
         "datasets": _datasets(groups, list(counted["languages"])),
         "translation": translation,

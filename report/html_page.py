@@ -43,6 +43,7 @@ pre { background: #f5f7f8; padding: .6rem; overflow-x: auto; font-size: .85rem; 
 _SECTIONS = (
     ("funnel", "Funnel"),
     ("languages", "Languages"),
+    ("pair-checks", "Pair checks"),
     ("propn", "Proper nouns"),
     ("datasets", "Datasets"),
     ("translation", "Translation"),
@@ -264,9 +265,14 @@ def _examples_table(rows: list[dict]) -> str:
     )
 
 
-def _threshold_text(threshold: Optional[float], rule: dict) -> str:
+def _threshold_text(threshold: Optional[float], rule: dict, source="config") -> str:
     if threshold is None:
         return "none known (no run facts, or no threshold given)"
+    if "min_similarity" in rule and isinstance(source, dict):
+        humans = f"{source['share']:.0%} of the memory's {source['memory']:,} human translations"
+        if threshold > rule["min_similarity"]:
+            return f"min_similarity {threshold:.3f}: keeps {humans} (floor {rule['min_similarity']:g})"
+        return f"min_similarity {threshold:g}, the configured floor (keeping {humans} needs no more)"
     if "min_similarity" in rule:
         return f"min_similarity {threshold:g} (from the run's config)"
     fraction = rule["keep_top_fraction"]
@@ -278,7 +284,7 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
         [
             ("sampled", n["sampled"]),
             ("accepted", f"{n['accepted']:,} ({_pct(n['accepted'], n['sampled'])} of sampled)"),
-            ("threshold", _threshold_text(n["threshold"], rule)),
+            ("threshold", _threshold_text(n["threshold"], rule, n.get("threshold_from", "config"))),
             ("untranslated", f"{n['untranslated']:,} (translation equals the source)"),
             ("similarity p10 / p50 / p90", _spread(n["similarity_quantiles"])),
             ("length ratio p10 / p50 / p90", _spread(n["length_ratio_quantiles"])),
@@ -302,6 +308,30 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
         "<h4>Borderline pairs (nearest the threshold)</h4>"
         f'{_examples_table(examples["borderline"])}'
         f'<h4>Worst pairs</h4>{_examples_table(examples["worst"])}</section>'
+    )
+
+
+def _pair_checks_section(audit: dict) -> str:
+    """Per pair check: the pairs it rejected in each language, and a few of them side by side."""
+    by_check = audit.get("pair_checks", {})
+    languages = list(audit["languages"])
+    counts = _table(
+        ["check (reason)"] + languages,
+        [[reason] + [by_language[lang] for lang in languages]
+         for reason, by_language in by_check.items()],
+    )
+    shown = "".join(
+        f"<h4>{html.escape(reason)}: {html.escape(lang)}</h4>{_examples_table(rows)}"
+        for lang, numbers in audit["languages"].items()
+        for reason, rows in numbers.get("check_examples", {}).items()
+    )
+    return (
+        '<section id="pair-checks"><h2>Pair checks: what the score lets through</h2>'
+        "<p>Keep rejects a translated pair, whatever its score and whoever translated it, when a "
+        "pair check fails (the first that fails is its reason): the numbers differ, a name is "
+        "missing, the translation is in another language, mostly copied from the source, loops, "
+        "or its length is far from the source's.</p>"
+        f"{counts}{shown or _muted('No pair was rejected by a check.')}</section>"
     )
 
 
@@ -478,6 +508,7 @@ def render(audit: dict) -> str:
             _funnel_section(audit),
             '<section id="languages"><h2>Per language: scores, lengths and examples</h2>'
             f"{languages}</section>",
+            _pair_checks_section(audit),
             _propn_section(audit["propn"], audit.get("mode", "run"), audit["input"].get("untagged", 0)),
             _datasets_section(audit),
             _translation_section(audit["translation"], audit.get("mode", "run")),
@@ -489,6 +520,36 @@ def render(audit: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- calibration
+
+
+def _negatives_table(negatives: dict) -> str:
+    """Random, hard and perturbed negatives side by side: the cosine alone, the checks alone,
+    and the full decision (the checks, then the threshold)."""
+    perturbed = negatives["perturbed"]
+    kinds = [("random mismatches", negatives["random"]), ("hard negatives", negatives["hard"]),
+             ("perturbed, all kinds", perturbed)]
+    kinds += [(f"perturbed: {kind.replace('_', ' ')}", numbers)
+              for kind, numbers in perturbed["kinds"].items()]
+    rows = []
+    for name, numbers in kinds:
+        if not numbers["pairs"]:
+            rows.append([name, 0, "–", "–", "–", "–", "–"])
+            continue
+        decision = numbers["decision"]
+        rows.append([name, numbers["pairs"], f"{numbers['cosine_auc']:.4f}",
+                     f"{numbers['margin_auc']:.4f}",
+                     _pct(round(numbers["caught_by_checks"] * numbers["pairs"]), numbers["pairs"]),
+                     f"{decision['precision']:.4f}", f"{decision['recall']:.4f}"])
+    note = _muted(
+        f"{negatives['true_pairs_passing_checks']:.2%} of the true pairs pass the pair checks. "
+        "Precision and recall: the true pairs against as many of these negatives as there are, "
+        "accepted when they pass the checks and reach the threshold. The ratio margin (Artetxe "
+        f"& Schwenk 2019, k = {negatives['margin']['k']}, neighbours among "
+        f"{negatives['margin']['pool_pairs']:,} of the reference pairs) is measured only: the "
+        "pipeline scores with the cosine."
+    )
+    return _table(["negatives", "pairs", "cosine ROC AUC", "margin ROC AUC", "caught by the checks",
+                   "decision precision", "decision recall"], rows) + note
 
 
 def render_calibration(calibration: dict) -> str:
@@ -513,7 +574,7 @@ def render_calibration(calibration: dict) -> str:
         figures = plots.calibration_scores(lang, result) + plots.roc(lang, result)
         sections.append(
             f'<section id="lang-{html.escape(lang)}"><h2>{html.escape(lang)}</h2>{warning}'
-            f'<div class="plots">{figures}</div></section>'
+            f'<div class="plots">{figures}</div>{_negatives_table(result["negatives"])}</section>'
         )
     table = _table(
         ["language", "covered by the scorer", "true pairs", "mismatched pairs", "ROC AUC",

@@ -6,8 +6,11 @@ a run.
 
 The set is read by ``parallel_sets.py``. A row whose source or translation is missing or blank is
 rejected as ``empty`` (stage ``read``); one whose translation is its source again
-(``text.is_untranslated``, keep's rule) is rejected as ``untranslated``; the rest are scored
-and, given ``--min-similarity``, accepted or rejected as ``low_similarity``.
+(``text.is_untranslated``, keep's rule) is rejected as ``untranslated``; then keep's pair checks
+(``transforms/checks.py``, all of them) reject with their reasons; the rest are accepted or,
+given ``--min-similarity``, rejected as ``low_similarity``. Every row, with its score, outcome,
+stage and reason, is written to ``OUTPUT/pairs.parquet`` (``PAIRS_SCHEMA``), so the set can be
+filtered, not only looked at.
 """
 
 from __future__ import annotations
@@ -17,15 +20,36 @@ import logging
 import time
 from typing import Callable, Optional
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
 from polycap.report import audit, runfacts
 from polycap.report.parallel_sets import ParallelSet, read_parallel
 from polycap.transforms import encoders
+from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.records import Stage
 from polycap.transforms.text import is_untranslated
 
 EMPTY = "empty"
+PAIRS_FILE = "pairs.parquet"
+# One row per pair of the set: what the audit judged it, and why.
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("caption_id", pa.string()),
+        ("dataset", pa.string()),
+        ("source_lang", pa.string()),
+        ("target_lang", pa.string()),
+        ("source_text", pa.string()),
+        ("translated_text", pa.string()),
+        ("similarity", pa.float64()),
+        ("outcome", pa.string()),  # accepted or rejected
+        ("stage", pa.string()),  # null when accepted
+        ("reason", pa.string()),  # null when accepted
+    ]
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +98,14 @@ def _row(pairs: ParallelSet, index: int, lang: Optional[str], similarity: Option
 
 
 def audited(pairs: ParallelSet, lang: str, similarities: dict, min_similarity: Optional[float],
-            output: str, run: dict) -> audit.Audited:
+            output: str, run: dict, checks: PairChecks, source_lang: str = "en") -> audit.Audited:
     """The audit's view of a scored parallel set: blank rows are invalid (``empty``), untranslated
-    rows rejected (keep's rule, ``text.is_untranslated``), scored rows accepted unless under
-    ``min_similarity``."""
+    rows rejected (keep's rule, ``text.is_untranslated``), then those a pair check fails (keep's
+    ``checks``, with its reason), scored rows accepted unless under ``min_similarity``."""
+    scored = list(similarities)
+    failed = dict(zip(scored, checks.reasons(
+        [Judged(pairs.sources[i], source_lang, pairs.targets[i], lang) for i in scored]
+    )))
     rows = []
     for index in range(len(pairs)):
         similarity = similarities.get(index)
@@ -86,6 +114,8 @@ def audited(pairs: ParallelSet, lang: str, similarities: dict, min_similarity: O
             continue
         if is_untranslated(pairs.sources[index], pairs.targets[index]):
             decision = (audit.REJECTED, Stage.KEEP.value, audit.UNTRANSLATED)
+        elif failed[index] is not None:
+            decision = (audit.REJECTED, Stage.KEEP.value, failed[index].value)
         elif min_similarity is not None and similarity < min_similarity:
             decision = (audit.REJECTED, Stage.KEEP.value, audit.LOW_SIMILARITY)
         else:
@@ -95,6 +125,18 @@ def audited(pairs: ParallelSet, lang: str, similarities: dict, min_similarity: O
     counted = {"read": len(pairs), "eligible": eligible, "languages": [lang],
                "sampled": {lang: eligible}}
     return audit.Audited(output, "pairs", rows, counted, run)
+
+
+def write_pairs(output: str, rows: list[dict], source_lang: str, lang: str) -> str:
+    """Write the judged ``rows`` (``audited``'s) as ``OUTPUT/pairs.parquet``; returns its path."""
+    table = pa.Table.from_pylist(
+        [{**row, "source_lang": source_lang, "target_lang": lang} for row in rows],
+        schema=PAIRS_SCHEMA,
+    )
+    path = f"{output.rstrip('/')}/{PAIRS_FILE}"
+    with FileSystems.create(path) as stream:
+        pq.write_table(table, stream)
+    return path
 
 
 def audit_pairs(
@@ -111,7 +153,8 @@ def audit_pairs(
     allow_uncovered: bool = False,
     load: Callable[[ScoreConfig], encoders.Encoder] = encoders.load_encoder,
 ) -> dict:
-    """Score the parallel set ``pattern`` and write its audit under ``output`` (``audit/``)."""
+    """Score and check the parallel set ``pattern``; write its audit under ``output``
+    (``audit/``) and its judged rows as ``OUTPUT/pairs.parquet``."""
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     cfg = scorer_config(scorer)
     missing = encoders.uncovered(cfg, source_lang, [lang])
@@ -126,6 +169,7 @@ def audit_pairs(
     if not len(pairs):
         raise InputError(f"--pairs {pattern}: no pairs")
     similarities = similarities_of(pairs, load(cfg), cfg)
+    checks_cfg = ChecksConfig()
     run = {
         **runfacts.versions(),
         "runner": "polycap audit --pairs (no pipeline)",
@@ -137,7 +181,7 @@ def audit_pairs(
                       "source_col": source_col, "target_col": target_col,
                       "dataset_col": dataset_col},
             "score": cfg.model_dump(mode="json"),
-            "keep": {"min_similarity": min_similarity},
+            "keep": {"min_similarity": min_similarity, "checks": checks_cfg.model_dump(mode="json")},
         },
         "uncovered_languages": missing,
     }
@@ -146,6 +190,7 @@ def audit_pairs(
             "the scorer does not cover %s: these scores say nothing about quality",
             ", ".join(missing),
         )
-    return audit.write_report(
-        output, audit.analyse(audited(pairs, lang, similarities, min_similarity, output, run))
-    )
+    judged = audited(pairs, lang, similarities, min_similarity, output, run,
+                     PairChecks(checks_cfg), source_lang)
+    write_pairs(output, judged.rows, source_lang, lang)
+    return audit.write_report(output, audit.analyse(judged))

@@ -467,12 +467,13 @@ N_PAIRS = 120
 @pytest.fixture(scope="module")
 def parallel_files(tmp_path_factory):
     """The first Multi30k validation pairs (en-de) as Parquet, CSV and JSON Lines, with one blank
-    translation and one untranslated row added."""
+    translation, one untranslated row and two that fail a pair check added."""
     folder = tmp_path_factory.mktemp("pairs")
     en = (MULTI30K / "val.en").read_text(encoding="utf-8").splitlines()[:N_PAIRS]
     de = (MULTI30K / "val.de").read_text(encoding="utf-8").splitlines()[:N_PAIRS]
-    en += ["A dog runs on the beach.", "Two children play football."]
-    de += ["", "two children play football"]
+    en += ["A dog runs on the beach.", "Two children play football.", en[3], en[25]]
+    de += ["", "two children play football", de[3].replace("Zwei", "Drei"),  # val.de line 4
+           "Zwei Hunde play with an orange toy im hohen Gras."]  # val line 26, half copied
     table = pa.table({"en": en, "de": de})
     pq.write_table(table, folder / "val.parquet")
     pyarrow.csv.write_csv(table, folder / "val.csv")
@@ -516,10 +517,18 @@ def pairs_report(parallel_files, tmp_path_factory):
 def test_pairs_audit_counts_scores_and_reports(pairs_report):
     output, result = pairs_report
     assert result["mode"] == "pairs"
-    assert result["input"]["read"] == N_PAIRS + 2
+    assert result["input"]["read"] == N_PAIRS + 4
     assert result["input"]["invalid_by_reason"] == {"empty": 1}
     de = result["languages"]["de"]
-    assert de["sampled"] == N_PAIRS + 1 and de["untranslated"] == 1
+    assert de["sampled"] == N_PAIRS + 3 and de["untranslated"] == 1
+    assert de["rejected_by_reason"]["number_mismatch"] >= 1
+    assert de["rejected_by_reason"]["partial_echo"] == 1
+    # per check: the pairs it rejected per language, and examples side by side
+    assert result["pair_checks"]["partial_echo"] == {"de": 1}
+    assert result["pair_checks"]["repetition"] == {"de": 0}
+    (echoed,) = de["check_examples"]["partial_echo"]
+    assert echoed["translated_text"] == "Zwei Hunde play with an orange toy im hohen Gras."
+    assert echoed["outcome"] == "rejected: partial_echo"
     assert de["accepted"] + de["rejected"] == de["sampled"]
     assert de["accepted"] >= 0.95 * N_PAIRS  # human translations
     assert de["similarity_quantiles"]["p50"] > 0.7
@@ -533,9 +542,30 @@ def test_pairs_audit_counts_scores_and_reports(pairs_report):
         "length-ratio-de",
     }
     assert "no PROPN filter" in page
+    assert 'id="pair-checks"' in page and "Zwei Hunde play with an orange toy" in page
     # Its laws would be built from the very rows they check: there are none, and the page says so.
     assert result["checks"] == {}
     assert "All checks hold" not in page and "nothing was counted independently" in page
+
+
+def test_pairs_audit_writes_every_row_with_its_outcome_and_reason_as_parquet(pairs_report):
+    output, result = pairs_report
+    table = pq.read_table(output / pairs_audit.PAIRS_FILE)
+    assert table.schema == pairs_audit.PAIRS_SCHEMA
+    assert table.num_rows == result["input"]["read"]
+    rows = {row["caption_id"]: row for row in table.to_pylist()}
+    assert {row["target_lang"] for row in rows.values()} == {"de"}
+    changed, copied = rows[f"val:{N_PAIRS + 3}"], rows[f"val:{N_PAIRS + 4}"]
+    assert (changed["outcome"], changed["stage"], changed["reason"]) == (
+        "rejected", "keep", "number_mismatch"
+    )
+    assert changed["translated_text"].startswith("Drei Männer") and changed["similarity"] > 0.5
+    assert copied["reason"] == "partial_echo"
+    assert rows[f"val:{N_PAIRS + 1}"]["reason"] == "empty"
+    assert rows[f"val:{N_PAIRS + 2}"]["reason"] == "untranslated"
+    accepted = [row for row in rows.values() if row["outcome"] == "accepted"]
+    assert len(accepted) == result["languages"]["de"]["accepted"]
+    assert all(row["reason"] is None and row["similarity"] >= 0.5 for row in accepted)
 
 
 @pytest.mark.parametrize("name", ["val.csv", "val.jsonl"])

@@ -118,6 +118,46 @@ def test_true_pairs_score_far_above_mismatched_pairs(multi30k, lang):
     assert sum(result["histogram"]["mismatched"]) == result["mismatched_pairs"]
 
 
+@pytest.mark.parametrize("lang", ["de", "fr"])
+def test_hard_and_perturbed_negatives_beside_the_random_ones(multi30k, lang):
+    result = multi30k["languages"][lang]
+    negatives = result["negatives"]
+    assert negatives["random"]["cosine_auc"] == result["auc"]  # the same mismatched pairs
+    assert negatives["hard"]["pairs"] == result["true_pairs"]
+    assert 0.9 < negatives["hard"]["cosine_auc"] < result["auc"]  # harder, as they should be
+    # the ratio margin tells a hard negative from the truth better than the cosine does
+    assert negatives["hard"]["margin_auc"] > max(0.99, negatives["hard"]["cosine_auc"])
+    assert negatives["true_pairs_passing_checks"] >= 0.985  # val is the hardest split: 1.1 % (de)
+    kinds = negatives["perturbed"]["kinds"]
+    assert set(kinds) == {"number_changed", "name_swapped", "cut_in_half", "half_echoed",
+                          "other_language"}
+    # a changed number scores almost as well as the truth; the checks catch it
+    assert kinds["number_changed"]["pairs"] > 100
+    assert kinds["number_changed"]["caught_by_checks"] >= 0.95
+    assert kinds["number_changed"]["decision"]["precision"] >= 0.99
+    # the same caption in the other language (fr for de, de for fr): the checks catch most
+    assert kinds["other_language"]["pairs"] == result["true_pairs"]
+    assert kinds["other_language"]["caught_by_checks"] >= 0.9
+    assert negatives["perturbed"]["pairs"] == sum(kind["pairs"] for kind in kinds.values())
+
+
+def test_hard_partners_are_the_nearest_other_caption_with_another_text():
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.95, 0.05]])
+    sources = ["a dog", "a dog runs", "a cat", "a dog"]  # 3 repeats 0's text
+    targets = ["ein Hund", "ein Hund rennt", "eine Katze", "ein Hund!"]
+    assert calibrate.hard_partners(vectors, sources, targets).tolist() == [1, 3, 1, 1]
+
+
+def test_ratio_margin_divides_the_cosine_by_the_neighbourhoods_mean():
+    pool_sources = np.array([[1.0, 0.0], [0.0, 1.0]])
+    pool_targets = np.array([[1.0, 0.0], [0.6, 0.8]])
+    source, target = np.array([[1.0, 0.0]]), np.array([[0.6, 0.8]])
+    # cosine 0.6; k=1: the source's nearest pool translation 1.0, the translation's nearest
+    # pool source 0.8: 0.6 / ((1.0 + 0.8) / 2)
+    margin = calibrate.ratio_margin(source, target, pool_sources, pool_targets, k=1)
+    assert margin == pytest.approx([0.6 / 0.9])
+
+
 def test_czech_is_measured_only_on_request_and_never_proposed(multi30k):
     cs = multi30k["languages"]["cs"]
     assert multi30k["uncovered_languages"] == ["cs"] and not cs["covered"]
@@ -157,6 +197,7 @@ def test_written_files_and_page(multi30k, tmp_path):
     page = (tmp_path / "calibration.html").read_text()
     assert page.count('src="data:image/png;base64,') == 6  # distributions and ROC per language
     assert "does not cover cs" in page
+    assert "hard negatives" in page and "perturbed: number changed" in page
 
 
 def test_only_uncovered_languages_write_no_fragment(usem3, tmp_path):

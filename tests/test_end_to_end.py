@@ -181,3 +181,21 @@ def test_a_config_can_accept_unreadable_files(tmp_path, cut_coco):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 input file could not be read to its end" in done.stdout
+
+
+def test_memory_share_sets_each_language_threshold_and_the_audit_says_where_from(tmp_path):
+    audit = _run(tmp_path, "--set", "keep.memory_share=0.9", "--set", "keep.min_similarity=0.3")
+    thresholds = json.loads((tmp_path / "audit" / "counts.json").read_text())["thresholds"]
+    assert set(thresholds) == {"de", "fr"}  # the demo's memory is Multi30k's de and fr
+    for lang, numbers in audit["languages"].items():
+        raised = thresholds[lang]
+        assert raised["min_similarity"] > 0.3 and raised["human_pairs"] > 100
+        assert numbers["threshold"] == raised["min_similarity"]
+        assert numbers["threshold_from"] == {"memory": raised["human_pairs"], "share": 0.9}
+        memory = [r for r in _rows(tmp_path / "accepted") + _rows(tmp_path / "rejected")
+                  if r["target_lang"] == lang and r["provider"] == "memory"
+                  and r.get("reason") in (None, "low_similarity")]
+        kept = sum(r.get("reason") is None for r in memory)
+        assert kept == -(-9 * len(memory) // 10)  # ceil(0.9 m)
+    assert audit["ok"], audit["checks"]
+    assert "keeps 90% of the memory" in (tmp_path / "audit" / "audit.html").read_text()

@@ -145,8 +145,10 @@ def test_fill_reports_why_a_language_falls_short(tmp_path):
 
 
 def test_fill_needs_a_fixed_threshold():
-    with pytest.raises(ConfigError, match=r"^sample.fill: needs keep.min_similarity"):
+    with pytest.raises(ConfigError, match=r"^sample.fill: needs a fixed keep.min_similarity"):
         load_config(DEMO, ["sample.fill=true", "keep.min_similarity=null", "keep.keep_top_fraction=0.5"])
+    with pytest.raises(ConfigError, match=r"^sample.fill: needs a fixed keep.min_similarity"):
+        load_config(DEMO, ["sample.fill=true", "keep.memory_share=0.99"])
     with pytest.raises(ConfigError, match=r"^translation.max_characters: "):
         load_config(DEMO, ["translation.max_characters=-1"])
     with pytest.raises(ConfigError, match=r"^sample.fill_rounds: "):

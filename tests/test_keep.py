@@ -44,13 +44,14 @@ def _counters(result):
 
 
 def _scored(caption_id, lang, similarity, translation=None, index=0):
-    """A pair of real Multi30k text (English source, German translation) with a given score."""
-    english, german = _multi30k("en", 20), _multi30k("de", 20)
+    """A pair of real Multi30k text (English source, its human translation into ``lang``) with
+    a given score."""
+    english, translated = _multi30k("en", 30), _multi30k(lang, 30)
     return pair(
         caption_id,
         english[index],
         lang,
-        translated_text=german[index] if translation is None else translation,
+        translated_text=translated[index] if translation is None else translation,
         provider="memory",
         similarity=similarity,
     )
@@ -162,4 +163,77 @@ def test_top_fraction_of_one_keeps_every_translated_pair():
     out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(keep_top_fraction=1.0))
     assert_that(out.kept | beam.Map(lambda p: p.caption_id), equal_to([f"d:{i}" for i in range(5)]))
     assert_that(out.rejected, equal_to([]), label="NoneRejected")
+    pipeline.run().wait_until_finish()
+
+
+def test_pair_checks_reject_whatever_the_score_with_their_reason_and_count():
+    english, german = _multi30k("en", 27), _multi30k("de", 27)  # line 26: "Two dogs play ..."
+    pairs = [
+        _scored("c:1", "de", 0.95, index=25),  # the human translation: kept
+        _scored("c:2", "de", 0.93, translation=german[25].replace("Zwei", "Drei"), index=25),
+        _scored("c:3", "fr", 0.97, translation=german[25], index=25),  # German, not French
+        _scored("c:4", "de", 0.99, translation=english[25], index=25),  # the source again
+        _scored("c:5", "de", 0.40, translation=german[25].replace("Zwei", "Drei"), index=25),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(min_similarity=0.5))
+    assert_that(out.kept | "Kept" >> beam.Map(lambda p: p.caption_id), equal_to(["c:1"]),
+                label="KeptRows")
+    assert_that(
+        out.rejected | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.stage, r.reason, r.similarity)),
+        equal_to([
+            ("c:2", "keep", "number_mismatch", 0.93),
+            ("c:3", "keep", "wrong_language", 0.97),
+            ("c:4", "keep", "untranslated", 0.99),  # judged before the checks
+            ("c:5", "keep", "number_mismatch", 0.40),  # a check's reason before the score's
+        ]),
+        label="RejectedRows",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counters(result) == {
+        "kept": 1, "number_mismatch": 2, "wrong_language": 1, "untranslated": 1
+    }
+
+
+def test_checks_switched_off_in_the_config_leave_the_score_to_decide():
+    german = _multi30k("de", 26)
+    changed = _scored("c:2", "de", 0.93, translation=german[25].replace("Zwei", "Drei"), index=25)
+    cfg = KeepConfig(min_similarity=0.5, checks={"numbers": False})
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create([changed]) | KeepPairs(cfg)
+    assert_that(out.kept | beam.Map(lambda p: p.caption_id), equal_to(["c:2"]))
+    pipeline.run().wait_until_finish()
+
+
+def test_memory_share_raises_each_language_threshold_to_keep_that_share_of_human_translations():
+    def scored(caption_id, lang, similarity, provider, index):
+        return _scored(caption_id, lang, similarity, index=index)._replace(provider=provider)
+
+    pairs = [
+        # de: 5 memory pairs; the best ceil(0.8 * 5) = 4 end at 0.6, so de's threshold is 0.6
+        *[scored(f"m:{i}", "de", score, "memory", i) for i, score in enumerate([0.9, 0.8, 0.7, 0.6, 0.3])],
+        scored("a:1", "de", 0.65, "aws", 6),
+        scored("a:2", "de", 0.55, "aws", 7),  # above the floor, under de's threshold
+        # fr: no memory pair: the floor, min_similarity
+        scored("a:3", "fr", 0.45, "aws", 8),
+        scored("a:4", "fr", 0.35, "aws", 9),
+    ]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(pairs) | KeepPairs(KeepConfig(min_similarity=0.4, memory_share=0.8))
+    assert_that(
+        out.kept | "Kept" >> beam.Map(lambda p: p.caption_id),
+        equal_to(["m:0", "m:1", "m:2", "m:3", "a:1", "a:3"]),
+        label="KeptRows",
+    )
+    assert_that(
+        out.rejected | "Rejected" >> beam.Map(lambda r: (r.caption_id, r.reason)),
+        equal_to([("m:4", "low_similarity"), ("a:2", "low_similarity"), ("a:4", "low_similarity")]),
+        label="RejectedRows",
+    )
+    assert_that(
+        out.counts,
+        equal_to([("thresholds", {"de": {"min_similarity": 0.6, "human_pairs": 5}})]),
+        label="Thresholds",
+    )
     pipeline.run().wait_until_finish()

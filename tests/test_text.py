@@ -9,7 +9,7 @@ from polycap.report.parallel_sets import read_parallel
 from polycap.transforms.files import count_lines, read_lines
 from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
 from polycap.transforms.errors import InputError
-from polycap.transforms.text import is_untranslated
+from polycap.transforms.text import is_shouting, is_untranslated, match_key, text_for_mt
 from tests.conftest import local_pipeline
 
 
@@ -25,6 +25,26 @@ from tests.conftest import local_pipeline
 )
 def test_is_untranslated(source, translation, untranslated):
     assert is_untranslated(source, translation) is untranslated
+
+
+@pytest.mark.parametrize(
+    "caption, sent",
+    [
+        # bundled COCO captions (annotation ids 464194, 150976: caps lock left on)
+        ("LOTS OF BROKEN TOILETS SITTING OUT ON A LAWN", "Lots of broken toilets sitting out on a lawn"),
+        ("tHERE ARE MANY DONUTS LAYED TO DRY ON A GRILL", "There are many donuts layed to dry on a grill"),
+        ("  A CLOCK IN A DEPOT WITH THE TIME READING 4:21", "  A clock in a depot with the time reading 4:21"),
+        # not shouting: sent as they are
+        ("A man watches TV on a NYC bus.", "A man watches TV on a NYC bus."),
+        ("BMX rider in mid air", "BMX rider in mid air"),
+        ("A dog runs on the beach.", "A dog runs on the beach."),
+    ],
+)
+def test_text_for_mt_recases_shouting_captions_only(caption, sent):
+    assert text_for_mt(caption) == sent
+    assert is_shouting(caption) is (sent != caption)
+    # the same text for the memory and the store, the same characters billed
+    assert match_key(text_for_mt(caption)) == match_key(caption) and len(sent) == len(caption)
 
 
 # Real Multi30k validation captions; the second carries characters that str.splitlines and

@@ -5,11 +5,14 @@ import json
 import subprocess
 import sys
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from polycap.pipeline import cli
 from polycap.transforms.providers.aws import AwsConfig
-from tests.conftest import MULTI30K, ROOT, SAMPLES
+from polycap.transforms.translate import TranslateCaptions, TranslationConfig
+from tests.conftest import MULTI30K, ROOT, SAMPLES, local_pipeline, pair
 from tests.fake_translate import FakeTranslate
 from tests.test_scale import BUCKET, _s3_client, _s3_options, s3_endpoint  # noqa: F401 (fixture)
 from polycap.transforms.providers.aws import AwsTranslate
@@ -59,6 +62,25 @@ def test_throttling_is_retried_and_refusals_are_outcomes(translations, multi30k_
         with AwsTranslate(_aws(fake)) as provider:
             (refused,) = provider.translate([Request("en", "fr", "A dog runs.")])
         assert refused.error_kind is ErrorKind.REFUSED and "UnsupportedLanguagePair" in refused.error
+
+
+def test_a_shouting_caption_is_sent_in_sentence_case_and_the_store_says_so(tmp_path):
+    shouting = "LOTS OF BROKEN TOILETS SITTING OUT ON A LAWN"  # bundled COCO, annotation 464194
+    sent = "Lots of broken toilets sitting out on a lawn"
+    translated = "Viele kaputte Toiletten stehen auf einem Rasen"
+    with FakeTranslate({("de", sent): translated}) as fake:
+        cfg = TranslationConfig(provider="aws", aws=_aws(fake))
+        with local_pipeline() as pipeline:
+            out = pipeline | "Pairs" >> beam.Create([pair("coco:464194", shouting, "de")]) | TranslateCaptions(
+                cfg, pipeline | "NoMemory" >> beam.Create([]), store_root=str(tmp_path), run_id="test"
+            )
+            assert_that(
+                out.kept | beam.Map(lambda p: (p.source_text, p.translated_text)),
+                equal_to([(shouting, translated)]),  # the output keeps the caption as read
+            )
+        assert fake.answered == [("de", sent)]
+    (row,) = read_store_rows(str(tmp_path), "aws")
+    assert (row["source_text"], row["characters"]) == (sent, len(shouting))
 
 
 def test_exhausted_retries_are_unavailable_not_raised():

@@ -6,10 +6,22 @@ PCollection[Pair] (scored) -> StageOutput:
   - ``untranslated``: the translation is the source text again or missing
     (``text.is_untranslated``); judged first, whatever the score (a provider that echoes the
     source would score ~1.0);
+  - the pair checks' reasons (``checks.CheckReason``: ``repetition``, ``partial_echo``,
+    ``wrong_language``, ``number_mismatch``, ``name_missing``, ``length_ratio``), each check
+    switchable in ``keep.checks``; judged next, whatever the score, on every translated pair
+    whoever translated it (the memory too);
   - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
     its target language; a pair without a finite similarity is never accepted.
 
-``keep_top_fraction`` f: for each target language with n translated, scored pairs, the best
+``memory_share`` s (with ``min_similarity``): where the translation memory translated some of a
+language's pairs (human translations, ``provider`` ``memory``, that pass the checks), that
+language's threshold rises to the score of the last of the best ceil(s * m) of its m memory
+pairs, so about s of the human translations would be accepted; ``min_similarity`` stays the
+floor, and the threshold of every other language. The thresholds leave as ``counts``
+(``thresholds``: {language: {min_similarity, human_pairs}}) for the audit.
+
+``keep_top_fraction`` f: for each target language with n translated, scored pairs that pass
+the checks, the best
 ceil(f * n) are accepted, ranked by similarity (highest first), ties broken by ``caption_id``
 (smallest first). Every (similarity, caption_id) of a language is gathered in one combiner
 accumulator (tens of bytes per pair: ~100 MB for a million pairs of one language), which
@@ -29,9 +41,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
+from polycap.transforms.checks import CheckReason, ChecksConfig, Judged, PairChecks
 from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
 from polycap.transforms.section import Section
+from polycap.transforms.translate import MEMORY_PROVIDER
 from polycap.transforms.text import is_untranslated
 
 
@@ -40,11 +54,16 @@ class KeepConfig(Section):
 
     min_similarity: Optional[float] = Field(default=None, ge=-1.0, le=1.0)
     keep_top_fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    # Raise a language's threshold to keep this share of the memory's human translations of it.
+    memory_share: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    checks: ChecksConfig = ChecksConfig()
 
     @model_validator(mode="after")
     def _exactly_one_rule(self) -> "KeepConfig":
         if (self.min_similarity is None) == (self.keep_top_fraction is None):
             raise ValueError("set exactly one of min_similarity and keep_top_fraction")
+        if self.memory_share is not None and self.min_similarity is None:
+            raise ValueError("memory_share raises min_similarity per language: set min_similarity")
         return self
 
 
@@ -87,28 +106,73 @@ class _Cutoff(beam.CombineFn):
         return sorted(keys)[top_count(self._fraction, len(keys)) - 1]
 
 
+# Pairs judged at once: lingua runs over a batch's translations in parallel (``checks.py``).
+CHECK_BATCH = 256
+
+
+class _CheckFn(beam.DoFn):
+    """A batch of pairs -> each pair that fails a pair check (``checks.py``) rejected with the
+    check's reason; the rest passed on, the untranslated ones too (``_DecideFn`` rejects those)."""
+
+    def __init__(self, cfg: ChecksConfig):
+        self._cfg = cfg
+        self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in CheckReason}
+
+    def setup(self):
+        self._checks = PairChecks(self._cfg)  # lingua's detectors, built once per worker
+
+    def process(self, batch: list[Pair]):
+        translated = [p for p in batch if not is_untranslated(p.source_text, p.translated_text)]
+        reasons = self._checks.reasons(
+            [Judged(p.source_text, p.source_lang, p.translated_text, p.target_lang) for p in translated]
+        )
+        failed = {id(pair): reason for pair, reason in zip(translated, reasons) if reason}
+        for pair in batch:
+            reason = failed.get(id(pair))
+            if reason is None:
+                yield pair
+            else:
+                self._counters[reason].inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(pair, Stage.KEEP, reason))
+
+
+class _MemoryThreshold(_Cutoff):
+    """One language's threshold from the rank keys of its memory pairs: the score of the last
+    of the best ``share`` of them, at least ``floor``."""
+
+    def __init__(self, share: float, floor: float):
+        super().__init__(share)
+        self._floor = floor
+
+    def extract_output(self, keys):
+        score = -super().extract_output(keys)[0]
+        return {"min_similarity": max(self._floor, score), "human_pairs": len(keys)}
+
+
 class _DecideFn(beam.DoFn):
-    """Accepts a pair when its rule does: ``min_similarity``, or else ``cutoffs`` (language ->
-    rank key of the last pair accepted) for the top fraction."""
+    """Accepts a pair when its rule does: ``min_similarity`` (raised per language by
+    ``thresholds``, language -> _MemoryThreshold's output, where given), or else ``cutoffs``
+    (language -> rank key of the last pair accepted) for the top fraction."""
 
     def __init__(self, min_similarity: Optional[float]):
         self._min = min_similarity
         self._kept = Metrics.counter(Stage.KEEP.value, KEPT)
         self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in Reason}
 
-    def _reason(self, pair: Pair, cutoffs) -> Optional[Reason]:
+    def _reason(self, pair: Pair, cutoffs, thresholds) -> Optional[Reason]:
         if is_untranslated(pair.source_text, pair.translated_text):
             return Reason.UNTRANSLATED
         if not is_scored(pair):
             return Reason.LOW_SIMILARITY
         if self._min is not None:
-            accepted = pair.similarity >= self._min
+            threshold = (thresholds or {}).get(pair.target_lang, {}).get("min_similarity", self._min)
+            accepted = pair.similarity >= threshold
         else:
             accepted = rank_key(pair) <= cutoffs[pair.target_lang]
         return None if accepted else Reason.LOW_SIMILARITY
 
-    def process(self, pair: Pair, cutoffs=None):
-        reason = self._reason(pair, cutoffs)
+    def process(self, pair: Pair, cutoffs=None, thresholds=None):
+        reason = self._reason(pair, cutoffs, thresholds)
         if reason is None:
             self._kept.inc()
             yield pair
@@ -119,14 +183,42 @@ class _DecideFn(beam.DoFn):
 
 class KeepPairs(beam.PTransform):
     """PCollection[Pair] (scored) -> StageOutput(kept=accepted Pair, rejected=Rejected
-    ``untranslated`` / ``low_similarity`` with its similarity). See the module docstring."""
+    ``untranslated`` / a check's reason / ``low_similarity``, with its similarity; counts: the
+    thresholds ``memory_share`` set, None without it). See the module docstring."""
 
     def __init__(self, cfg: KeepConfig):
         super().__init__()
         self._cfg = cfg
 
     def expand(self, pairs):
-        if self._cfg.keep_top_fraction is None:
+        checked = (
+            pairs
+            | "BatchForChecks" >> beam.BatchElements(max_batch_size=CHECK_BATCH)
+            | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(REJECTED, main=KEPT)
+        )
+        pairs = checked[KEPT]
+        counts = None
+        if self._cfg.memory_share is not None:
+            thresholds = (
+                pairs
+                | "HumanPairs" >> beam.Filter(
+                    lambda p: p.provider == MEMORY_PROVIDER and is_scored(p)
+                    and not is_untranslated(p.source_text, p.translated_text)
+                )
+                | "HumanRankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
+                | "HumanThreshold" >> beam.CombinePerKey(
+                    _MemoryThreshold(self._cfg.memory_share, self._cfg.min_similarity)
+                )
+            )
+            decided = pairs | "Threshold" >> beam.ParDo(
+                _DecideFn(self._cfg.min_similarity), thresholds=beam.pvalue.AsDict(thresholds)
+            ).with_outputs(REJECTED, main=KEPT)
+            counts = (
+                thresholds
+                | "AllThresholds" >> beam.combiners.ToDict()
+                | "ThresholdCounts" >> beam.Map(lambda by_language: ("thresholds", by_language))
+            )
+        elif self._cfg.keep_top_fraction is None:
             decided = pairs | "Threshold" >> beam.ParDo(
                 _DecideFn(self._cfg.min_similarity)
             ).with_outputs(REJECTED, main=KEPT)
@@ -143,4 +235,5 @@ class KeepPairs(beam.PTransform):
             decided = pairs | "TopFraction" >> beam.ParDo(
                 _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
             ).with_outputs(REJECTED, main=KEPT)
-        return StageOutput(kept=decided[KEPT], rejected=decided[REJECTED])
+        rejected = (checked[REJECTED], decided[REJECTED]) | "AllRejected" >> beam.Flatten()
+        return StageOutput(kept=decided[KEPT], rejected=rejected, counts=counts)

@@ -34,6 +34,7 @@ from polycap.transforms import progress, store
 from polycap.transforms.claims import Claim, Claims
 from polycap.transforms.providers.base import ErrorKind, Provider, Request
 from polycap.transforms.records import Stage
+from polycap.transforms.text import text_for_mt
 
 PROVIDER_BUCKETS = 64
 _CLAIMS_AT_ONCE = 16
@@ -151,7 +152,9 @@ class _CallProviderFn(beam.DoFn):
         of the ones that failed; -> the characters paid."""
         if not owned:
             return 0
-        requests = [Request(p[0].source_lang, p[0].target_lang, p[0].source_text) for _, p, _ in owned]
+        # A shouting caption goes in sentence case (text_for_mt); the store row keeps what was sent.
+        requests = [Request(p[0].source_lang, p[0].target_lang, text_for_mt(p[0].source_text))
+                    for _, p, _ in owned]
         replies = self._client.translate(requests)
         rows = []
         for (key, pairs, generation), request, reply in zip(owned, requests, replies, strict=True):

@@ -37,3 +37,26 @@ def is_untranslated(source: str, translation: Optional[str]) -> bool:
     if not isinstance(translation, str):
         return True
     return match_key(translation) == match_key(source)
+
+
+def is_shouting(text: str) -> bool:
+    """True when most of the letters of ``text`` that have a case are capitals, over at least
+    two words of two letters or more ("A POLICE OFFICER IS SITTING", not "a TV on a NYC bus")."""
+    cased = [char for char in text if char.isupper() or char.islower()]
+    capitals = sum(char.isupper() for char in cased)
+    shouted_words = sum(len(word) >= 2 and word.isupper() for word in text.split())
+    return shouted_words >= 2 and capitals > 0.7 * len(cased)
+
+
+def text_for_mt(text: str) -> str:
+    """The text a provider is sent for ``text``: a shouting caption in sentence case (MT engines
+    copy the capitalised words they do not recognise: "A POLICE OFFICER IS SITTIGN DOWN" came
+    back "UN POLICE OFFICER È SITTIGN DOWN"), any other caption as it is. Only the case changes,
+    so ``match_key`` of both is the same and the length in characters too."""
+    if not is_shouting(text):
+        return text
+    lowered = text.lower()
+    first = next((i for i, char in enumerate(lowered) if char.isalpha()), None)
+    if first is None:
+        return lowered
+    return lowered[:first] + lowered[first].upper() + lowered[first + 1 :]
