@@ -50,7 +50,7 @@ DEMO_CAPTIONS = 5806  # the captions configs/demo.yaml reads (its audit's "read"
 # The top-level stages that are the job itself (Beam's execution time per stage, run.json); the
 # rest of a run's wall time is its fixed cost: imports, model loads, Beam's own work between
 # stages, the audit. A quota fill's rounds are "Translate[r]", "Score[r]".
-WORK_STAGES = re.compile(r"^(Read|Clean|Deduplicate|DropProperNouns|ReadMemory|Translate|Score|Write)\b")
+WORK_STAGES = re.compile(r"^(Read|Clean|Deduplicate|DropProperNouns|ReadMemory|Translate|Score|Keep|Write)\b")
 
 
 def log(message: str) -> None:
