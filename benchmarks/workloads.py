@@ -38,6 +38,7 @@ from polycap.transforms import encoders  # noqa: E402
 from polycap.transforms.clean import judge  # noqa: E402  (imports Beam; both workloads pay it)
 from polycap.transforms.pos_tagger import load_spacy_tagger  # noqa: E402
 from polycap.transforms.propn import propn_ratio  # noqa: E402
+from polycap.transforms.checks import Judged, PairChecks  # noqa: E402
 from polycap.transforms.text import is_untranslated, match_key, normalise  # noqa: E402
 from polycap.transforms.sample import sample_rank  # noqa: E402
 
@@ -88,8 +89,16 @@ def sample_keys(cfg: Config) -> list[str]:
     return [SHARED] if cfg.sample.shared else list(cfg.languages)
 
 
-def keep(cfg: Config, source: str, translation: str, similarity: float) -> bool:
-    return not is_untranslated(source, translation) and similarity >= cfg.keep.min_similarity
+def keep(cfg: Config, source: str, translation: str, similarity: float, check_failed: bool) -> bool:
+    """polycap's keep rule: translated, passing the pair checks, scoring at least the threshold."""
+    return (
+        not is_untranslated(source, translation) and not check_failed
+        and similarity >= cfg.keep.min_similarity
+    )
+
+
+def judged(cfg: Config, lang: str, source: str, translation: str) -> Judged:
+    return Judged(source, cfg.source_lang, translation, lang)
 
 
 # ---------------------------------------------------------------- baseline: the per-row way
@@ -143,8 +152,13 @@ def baseline(cfg: Config, output: Path, clock: Clock) -> dict:
     pairs["similarity"] = similarities
     clock.lap("encode")
 
+    checks = PairChecks(cfg.keep.checks)
     accepted = pairs[
-        [keep(cfg, row.text, row.translated_text, row.similarity) for row in pairs.itertuples(index=False)]
+        [
+            keep(cfg, row.text, row.translated_text, row.similarity,
+                 checks.reasons([judged(cfg, row.target_lang, row.text, row.translated_text)])[0] is not None)
+            for row in pairs.itertuples(index=False)
+        ]
     ]
     output.mkdir(parents=True, exist_ok=True)
     for lang in cfg.languages:
@@ -235,10 +249,13 @@ def bare(cfg: Config, clock: Clock, options: argparse.Namespace) -> dict:
         cosines = encoders.similarities(encoder, sources, translations)
     clock.lap("encode")
 
+    failed_checks = PairChecks(cfg.keep.checks).reasons(
+        [judged(cfg, lang, source, translation) for lang, _, source, translation in pairs]
+    )
     fingerprint = accepted_fingerprint(
         (lang, caption_id, translation)
-        for (lang, caption_id, source, translation), similarity in zip(pairs, cosines)
-        if keep(cfg, source, translation, float(similarity))
+        for (lang, caption_id, source, translation), similarity, reason in zip(pairs, cosines, failed_checks)
+        if keep(cfg, source, translation, float(similarity), reason is not None)
     )
     clock.lap("other")
     return {

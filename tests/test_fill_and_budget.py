@@ -174,15 +174,21 @@ def translations():
     return {(lang, en.strip()): other for lang in LANGUAGES for en, other in zip(read("en"), read(lang))}
 
 
-def _paid_run(output, fake, cap, *extra):
+def _paid_args(output, fake, cap, *extra):
+    """The demo's config on Multi30k's validation captions, every one sent to the AWS stand-in,
+    with a spending cap of ``cap`` characters."""
     inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
-    return cli.run([
+    return [
         "--config", DEMO, "--output", str(output), "--set", f"inputs={inputs}",
         "--set", "translation.memory=[]", "--set", "translation.provider=aws",
         "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
         "--set", "translation.batch_size=4", "--set", "sample.per_language=30",
         "--set", f"translation.max_characters={cap}", *extra,
-    ])
+    ]
+
+
+def _paid_run(output, fake, cap, *extra):
+    return cli.run(_paid_args(output, fake, cap, *extra))
 
 
 @pytest.mark.parametrize("extra", [("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
@@ -221,13 +227,7 @@ class _Pair:
 
 def test_the_dry_run_shows_what_the_cap_leaves_out(tmp_path, translations):
     with FakeTranslate(translations) as fake:
-        inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
-        estimate = cli.dry_run([
-            "--config", DEMO, "--output", str(tmp_path), "--set", f"inputs={inputs}",
-            "--set", "translation.memory=[]", "--set", "translation.provider=aws",
-            "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
-            "--set", "sample.per_language=30", "--set", "translation.max_characters=1000",
-        ])
+        estimate = cli.dry_run(_paid_args(tmp_path, fake, 1000))
         assert fake.requests == 0
     for lang in LANGUAGES:
         numbers = estimate["languages"][lang]
@@ -260,13 +260,7 @@ def test_the_demo_with_a_paid_provider_pays_little_beyond_what_it_needed(tmp_pat
 
 def test_quota_fill_under_a_cap_stops_where_the_cap_does(tmp_path, translations):
     with FakeTranslate(translations) as fake:
-        inputs = json.dumps([{"format": "multi30k", "path": str(MULTI30K / "val.en")}])
-        audit = cli.run([
-            "--config", DEMO, "--output", str(tmp_path), "--set", f"inputs={inputs}",
-            "--set", "translation.memory=[]", "--set", "translation.provider=aws",
-            "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
-            "--set", "sample.per_language=30", "--set", "translation.max_characters=1500",
-        ])
+        audit = _paid_run(tmp_path, fake, 1500)  # the demo's config fills its quota
     assert audit["ok"], audit["checks"]
     assert 0 < fake.billed_characters <= 1500
     for lang in LANGUAGES:
