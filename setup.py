@@ -73,7 +73,7 @@ setup(
             "dockerfile==3.4.0",
             # googletrans' httpx calls, intercepted on loopback.
             "respx>=0.22",
-            # tests/ctranslate2_model.py: a tiny random MarianMT model, converted for CTranslate2
+            # tests/tiny_translation_model.py: a tiny random MarianMT model, converted for CTranslate2
             # (sentence-transformers already brings transformers; named here because the test
             # builds the model with it).
             "transformers>=4.40",
