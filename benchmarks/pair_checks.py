@@ -1,7 +1,7 @@
 """How often each pair check (``transforms/checks.py``) rejects human translations, and whether it
 catches the half-untranslated machine translations of shouting captions.
 
-    .venv/bin/python -m benchmarks.pair_checks [--data ../shared/data] [--examples 5]
+    .venv/bin/python -m benchmarks.pair_checks [--data data/samples] [--examples 5]
 
 Sets (real data, no edits):
 - Multi30k (``parallel/multi30k``: every split with ``.de`` / ``.fr`` beside its ``.en``):
@@ -44,11 +44,12 @@ def multi30k(root: Path, lang: str) -> list[tuple[str, str]]:
 
 
 def mscoco_it(root: Path, validated: bool) -> list[tuple[str, str]]:
-    coco = json.loads((root / "coco/captions_val2017.json").read_text("utf-8"))
+    with gzip.open(root / "parallel/mscoco-it/captions_val2017.json.gz", "rt", encoding="utf-8") as stream:
+        coco = json.load(stream)
     english = {int(note["id"]): note["caption"] for note in coco["annotations"]}
     pattern = "*_validated.json.gz" if validated else "*_unvalidated.json.gz"
     pairs = []
-    for path in sorted((root / "parallel/mscoco-it").glob(pattern)):
+    for path in sorted((root / "parallel/mscoco-it").glob(f"captions_ita_{pattern}")):
         with gzip.open(path, "rt", encoding="utf-8") as stream:
             notes = json.load(stream)["annotations"]
         pairs += [(english[int(n["id"])], n["caption"]) for n in notes if int(n["id"]) in english]
@@ -77,7 +78,8 @@ def judge(pairs: list[tuple[str, str]], lang: str, cfg: ChecksConfig) -> list:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).parents[1] / "../shared/data"))
+    # The bundled samples (data/samples/README.md says where each file comes from).
+    parser.add_argument("--data", default=str(Path(__file__).parents[1] / "data" / "samples"))
     parser.add_argument("--examples", type=int, default=5)
     args = parser.parse_args(argv)
     root = Path(args.data)
