@@ -84,7 +84,8 @@ def chromium() -> str:
         return found
     if not shutil.which("apt-get"):
         # A system browser, not a Python package: setup.py cannot install it.
-        pytest.skip("no chromium, and no apt-get to install it")
+        pytest.skip("the page screenshot needs a chromium browser, a system package that setup.py "
+                    "cannot install; none is installed and there is no apt-get to install one")
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
         done = subprocess.run(command, capture_output=True, text=True, env=env)
