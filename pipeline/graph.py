@@ -123,10 +123,12 @@ class _Stages:
         return pairs | f"Translate{label}" >> stage, stage.spent
 
     def score_and_keep(self, translated: StageOutput, label: str = "") -> tuple[StageOutput, StageOutput]:
-        # Scoring groups the pairs by source text, which also spreads the provider step's output
-        # (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and CPU/GPU-bound
-        # scoring in separate stages.
-        scored = translated.kept | f"Score{label}" >> ScorePairs(self._cfg.score)
+        # Scoring groups the pairs into buckets by source text, which also spreads the provider
+        # step's output (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and
+        # CPU/GPU-bound scoring in separate stages. The buckets are sized from the config alone.
+        cfg = self._cfg
+        pairs_expected = cfg.sample.per_language * len(cfg.languages)
+        scored = translated.kept | f"Score{label}" >> ScorePairs(cfg.score, pairs_expected=pairs_expected)
         return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep)
 
 

