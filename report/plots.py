@@ -21,6 +21,7 @@ NEUTRAL_COLOUR = "#8d99ae"
 LANGUAGE_COLOURS = ["#264653", "#2a9d8f", "#e76f51", "#8338ec", "#3a86ff", "#fb8500", "#6a994e"]
 THRESHOLD_COLOUR = "#d62828"
 TEXT_COLOUR = "#1d2a35"
+# The PNGs' sizes (inches at 110 dpi), kept so the page's layout does not move.
 WIDTH = 792
 HALF_WIDTH = 616  # plots shown two side by side
 HEIGHT = 374
@@ -50,9 +51,16 @@ def _ticks(low: float, high: float, most: int = 6) -> list[float]:
     return [round(i * step, 12) for i in range(first, last + 1)]
 
 
-def _tick_label(value: float, step: float) -> str:
+def _labelled(ticks: list[float]) -> list[tuple[float, str]]:
+    """Each tick with its label, as many decimals as the step between ticks needs."""
+    step = ticks[1] - ticks[0]
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    return f"{value:,.{decimals}f}"
+    return [(value, f"{value:,.{decimals}f}") for value in ticks]
+
+
+def _inches(height: float) -> int:
+    """Pixels for a height the PNGs gave in inches (at 110 dpi)."""
+    return round(height * 110)
 
 
 class _Scale:
@@ -79,10 +87,9 @@ class _Chart:
         self.title, self.x_label, self.y_label = title, x_label, y_label
         self.width, self.height, self.rows, self.legend_at = width, height, list(rows), legend
         self.xs: list[float] = []
-        self.ys: list[float] = [0.0, float(max(1, len(self.rows)))] if self.rows else [0.0]
+        self.ys: list[float] = [0.0]  # counts and rates: the y axis starts at zero
         self.marks: list[Callable[[_Scale, _Scale], str]] = []
-        self.keys: list[str] = []  # legend entries, each a drawing of its swatch then its label
-        self.key_labels: list[str] = []
+        self.keys: list[tuple[str, str]] = []  # the legend: (swatch drawing, label) per entry
 
     # ------------------------------------------------------------------ marks
 
@@ -135,6 +142,7 @@ class _Chart:
         self.xs.append(value)
 
     def dot(self, x0: float, y0: float, colour: str):
+        """A point marked at (x0, y0)."""
         self.xs.append(x0)
         self.ys.append(y0)
         self.marks.append(lambda x, y: (
@@ -154,28 +162,30 @@ class _Chart:
                     f'{_dash(style)}/>',
             "dot": f'<circle cx="7" cy="0" r="4" fill="{colour}"/>',
         }[kind]
-        self.keys.append(swatch)
-        self.key_labels.append(label)
+        self.keys.append((swatch, label))
 
     # ------------------------------------------------------------------ layout
 
     def svg(self, alt: str, name: str) -> str:
         """The chart as one inline ``<svg>``, with ``alt`` as its accessible name."""
-        x_ticks = _ticks(min(self.xs, default=0), max(self.xs, default=1))
-        y_ticks = [] if self.rows else _ticks(min(self.ys), max(self.ys), most=5)
-        y_labels = self.rows or [_tick_label(v, _step(y_ticks)) for v in y_ticks]
-        key_width = 22 + max((_text_width(t, SMALL_FONT_SIZE) for t in self.key_labels), default=0)
-        left = 14 + max(_text_width(t, SMALL_FONT_SIZE) for t in y_labels)
+        x_ticks = _labelled(_ticks(min(self.xs, default=0), max(self.xs, default=1)))
+        if self.rows:
+            y_ticks = [(row + 0.5, label) for row, label in enumerate(self.rows)]
+        else:
+            y_ticks = _labelled(_ticks(min(self.ys), max(self.ys), most=5))
+        key_width = 22 + max((_text_width(label, SMALL_FONT_SIZE) for _, label in self.keys),
+                             default=0)
+        left = 14 + max(_text_width(label, SMALL_FONT_SIZE) for _, label in y_ticks)
         left += 22 if self.y_label else 0
         # Room for half the last x tick's label, which is centred on the axis's end.
-        right = 4 + _text_width(_tick_label(x_ticks[-1], _step(x_ticks)), SMALL_FONT_SIZE) / 2
+        right = 4 + _text_width(x_ticks[-1][1], SMALL_FONT_SIZE) / 2
         right += key_width + 10 if self.keys and self.legend_at == "right" else 0
         top, bottom = 34, 50
-        x = _Scale(x_ticks[0], x_ticks[-1], left, self.width - right)
+        x = _Scale(x_ticks[0][0], x_ticks[-1][0], left, self.width - right)
         if self.rows:
-            y = _Scale(0, max(1, len(self.rows)), top, self.height - bottom)
+            y = _Scale(0, len(self.rows), top, self.height - bottom)
         else:
-            y = _Scale(y_ticks[0], y_ticks[-1], self.height - bottom, top)
+            y = _Scale(y_ticks[0][0], y_ticks[-1][0], self.height - bottom, top)
         parts = [f"<title>{html.escape(alt)}</title>"]
         # Grouped so that a reader (or a test) can tell the data from the legend's swatches.
         parts.append(f'<g class="marks">{"".join(draw(x, y) for draw in self.marks)}</g>')
@@ -191,8 +201,9 @@ class _Chart:
             f'{"".join(parts)}</svg>'
         )
 
-    def _axes(self, x: _Scale, y: _Scale, x_ticks: list[float], y_ticks: list[float]) -> str:
-        """The left and bottom axes with ticks and labels, the title and the axis titles."""
+    def _axes(self, x: _Scale, y: _Scale, x_ticks: list[tuple[float, str]],
+              y_ticks: list[tuple[float, str]]) -> str:
+        """The left and bottom axes with their labelled ticks, the title and the axis titles."""
         axis = f'stroke="{TEXT_COLOUR}" stroke-width="1"'
         baseline, ceiling = max(y.start, y.end), min(y.start, y.end)
         parts = [
@@ -201,15 +212,12 @@ class _Chart:
             f'<line x1="{_number(x.start)}" x2="{_number(x.start)}" y1="{_number(ceiling)}" '
             f'y2="{_number(baseline)}" {axis}/>',
         ]
-        for value in x_ticks:
+        for value, label in x_ticks:
             at = _number(x(value))
             parts.append(f'<line x1="{at}" x2="{at}" y1="{_number(baseline)}" '
                          f'y2="{_number(baseline + 4)}" {axis}/>')
-            parts.append(_text(x(value), baseline + 16, _tick_label(value, _step(x_ticks)),
-                               SMALL_FONT_SIZE))
-        rows = [(i + 0.5, label) for i, label in enumerate(self.rows)]
-        ticks = rows or [(v, _tick_label(v, _step(y_ticks))) for v in y_ticks]
-        for value, label in ticks:
+            parts.append(_text(x(value), baseline + 16, label, SMALL_FONT_SIZE))
+        for value, label in y_ticks:
             at = _number(y(value))
             parts.append(f'<line x1="{_number(x.start - 4)}" x2="{_number(x.start)}" y1="{at}" '
                          f'y2="{at}" {axis}/>')
@@ -225,7 +233,7 @@ class _Chart:
         return "".join(parts)
 
     def _legend(self, x: _Scale, y: _Scale, key_width: float) -> str:
-        """The legend, one entry a line, in its corner, without a frame (as before)."""
+        """The legend, one entry a line, in its corner, without a frame."""
         if not self.keys:
             return ""
         line_height = 15
@@ -238,12 +246,8 @@ class _Chart:
         return '<g class="legend">' + "".join(
             f'<g transform="translate({_number(left)},{_number(first + line_height * i)})">'
             f'{swatch}{_text(20, 0, label, SMALL_FONT_SIZE, anchor="start", baseline="middle")}</g>'
-            for i, (swatch, label) in enumerate(zip(self.keys, self.key_labels))
+            for i, (swatch, label) in enumerate(self.keys)
         ) + "</g>"
-
-
-def _step(ticks: list[float]) -> float:
-    return ticks[1] - ticks[0] if len(ticks) > 1 else 1
 
 
 def _dash(style: str) -> str:
@@ -259,13 +263,6 @@ def _text(x: float, y: float, text: str, size: int, anchor: str = "middle",
     extra += f' font-weight="{weight}"' if weight != "normal" else ""
     return (f'<text x="{_number(x)}" y="{_number(y)}" font-size="{size}" '
             f'text-anchor="{anchor}"{extra}{turn}>{html.escape(text)}</text>')
-
-
-
-
-def _inches(height: float) -> int:
-    """Pixels for a height once given in inches at 110 dpi: the charts keep their sizes."""
-    return round(height * 110)
 
 
 def funnel(audit: dict) -> str:
