@@ -76,7 +76,7 @@ def run_provider(cfg, texts: list[str]) -> dict:
     from polycap.transforms.providers.base import Request
 
     requests = [Request("en", lang, text) for text in texts for lang in LANGUAGES]
-    with make_provider(cfg) as provider:
+    with make_provider(cfg, cfg.provider) as provider:
         started = time.perf_counter()
         outcomes = provider.translate(requests)
         seconds = time.perf_counter() - started
@@ -106,6 +106,8 @@ def run_stage(cfg, texts: list[str]) -> dict:
         extra["store_root"] = store
     if "run_id" in parameters:
         extra["run_id"] = "bench"
+    if "languages" in parameters:
+        extra["languages"] = LANGUAGES
 
     def counted(name):
         counter = Metrics.counter("bench", name)

@@ -170,29 +170,30 @@ def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
 
 
 def dry_run(argv: Sequence[str]) -> dict:
-    """``polycap run --dry-run``: per language, the distinct texts to translate, where they
-    are found (memory, store) and the characters and cost the provider would bill."""
+    """``polycap run --dry-run``: per language, its provider, the distinct texts to translate,
+    where they are found (memory, store) and the characters and cost its provider would bill (a
+    local model bills none)."""
     args, cfg, output, options = _prepare(argv)
     pipeline = beam.Pipeline(options=options)
     graph.build(pipeline, cfg, output, run_id="dry-run", dry_run=True)
     pipeline.run().wait_until_finish()
     with FileSystems.open(f"{output}/{DRY_RUN_FILE}") as stream:
         counted = json.loads(stream.read().decode("utf-8"))
-    price = counted["price_per_million_chars"]
     languages = {}
     for lang in cfg.languages:
         found = counted["translation"].get(lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0})
-        paid = counted["provider"] != "none"
+        provider = cfg.translation.provider_for(lang)
         languages[lang] = {
+            "provider": provider.value,
             "sampled": counted["sampled"].get(lang, 0),
             "distinct_texts": found["memory"] + found["store"] + found["miss"],
             "memory_hits": found["memory"],
             "store_hits": found["store"],
             "to_translate": found["miss"],
             "miss_characters": found["miss_characters"],
-            "characters_to_bill": found["miss_characters"] if paid else 0,
+            "characters_to_bill": found["miss_characters"] if provider.bills else 0,
         }
-        if paid and "budget" in counted:  # translation.max_characters: what the cap funds
+        if provider.bills and "budget" in counted:  # translation.max_characters: what the cap funds
             planned = counted["budget"].get(lang, {})
             languages[lang].update(
                 to_translate=planned.get("funded_texts", 0),
@@ -200,21 +201,22 @@ def dry_run(argv: Sequence[str]) -> dict:
                 over_budget_pairs=planned.get("over_budget_texts", 0),
                 over_budget_characters=planned.get("over_budget_characters", 0),
             )
+        price = counted["providers"][lang]["price_per_million_chars"]
         languages[lang]["estimated_cost"] = round(languages[lang]["characters_to_bill"] * price / 1e6, 4)
-    return {"provider": counted["provider"], "price_per_million_chars": price,
-            "max_characters": counted.get("max_characters"), "languages": languages}
+    return {"max_characters": counted.get("max_characters"), "languages": languages}
 
 
 def _estimate_summary(estimate: dict) -> str:
-    lines = [f"dry run: provider {estimate['provider']}, {estimate['price_per_million_chars']} per million characters"]
+    lines = ["dry run: per language its provider, the texts to translate and what they bill"]
     if estimate["max_characters"] is not None:
-        lines[0] += f", cap {estimate['max_characters']:,} characters"
+        lines[0] += f"; cap {estimate['max_characters']:,} characters"
     for lang, numbers in estimate["languages"].items():
         over = numbers.get("over_budget_pairs")
         lines.append(
-            f"{lang}: {numbers['distinct_texts']} distinct texts, memory {numbers['memory_hits']}, "
-            f"store {numbers['store_hits']}, to translate {numbers['to_translate']} "
-            f"({numbers['characters_to_bill']} characters, ~{numbers['estimated_cost']:.2f})"
+            f"{lang} ({numbers['provider']}): {numbers['distinct_texts']} distinct texts, memory "
+            f"{numbers['memory_hits']}, store {numbers['store_hits']}, to translate "
+            f"{numbers['to_translate']} ({numbers['characters_to_bill']} characters billed, "
+            f"~{numbers['estimated_cost']:.2f})"
             + (f", left out by the cap {over} ({numbers['over_budget_characters']} characters)" if over else "")
         )
     return "\n".join(lines)

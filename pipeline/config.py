@@ -60,6 +60,16 @@ class Config(Section):
         return codes
 
     @model_validator(mode="after")
+    def _providers_of_configured_languages(self) -> "Config":
+        stray = [lang for lang in self.translation.providers if lang not in self.languages]
+        if stray:
+            # A provider for a language the run does not translate is a typo or a stale line.
+            raise ValueError(
+                f"translation.providers.{stray[0]}: not one of languages ({', '.join(self.languages)})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fill_needs_a_fixed_threshold(self) -> "Config":
         if self.sample.fill and (self.keep.keep_top_fraction is not None or self.keep.memory_share is not None):
             raise ValueError(

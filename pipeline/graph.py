@@ -43,28 +43,29 @@ def check_before_running(cfg: Config, workers_here: bool = True) -> None:
     theirs."""
     check_inputs(cfg.inputs)
     covered = check_memories(cfg.translation.memory, cfg.source_lang, cfg.languages)
+    translation = cfg.translation
     uncovered = [lang for lang in cfg.languages if covered is not None and lang not in covered]
     if uncovered:
-        then = (
-            "every pair of it fails no_translation (translation.provider: none)"
-            if cfg.translation.provider is OnlineProvider.NONE
-            else f"every pair of it goes to {cfg.translation.provider.value}"
+        log.warning(
+            "no translation memory covers %s: every pair of them goes to its language's provider "
+            "(none: it fails no_translation)",
+            ", ".join(f"{lang} ({translation.provider_for(lang).value})" for lang in uncovered),
         )
-        log.warning("no translation memory covers %s: %s", ", ".join(uncovered), then)
     pos_tagger.check_model(cfg.propn.model)
     encoders.check_languages(cfg.score, cfg.source_lang, cfg.languages)
     encoders.check_device(cfg.score)
-    if cfg.translation.provider is OnlineProvider.AWS:
+    online = translation.languages_by_provider(cfg.languages)
+    if OnlineProvider.AWS in online:
         _check_aws_credentials()
-    if cfg.translation.provider is OnlineProvider.GOOGLE_CLOUD:
-        google_cloud.check_credentials(cfg.translation.google_cloud)
-    if cfg.translation.provider is OnlineProvider.CTRANSLATE2:
-        if cfg.translation.ctranslate2 is None:
+    if OnlineProvider.GOOGLE_CLOUD in online:
+        google_cloud.check_credentials(translation.google_cloud)
+    if OnlineProvider.CTRANSLATE2 in online:
+        if translation.ctranslate2 is None:
             raise ConfigError(
-                "translation.ctranslate2: required with translation.provider: ctranslate2 "
+                "translation.ctranslate2: required where a language's provider is ctranslate2 "
                 "(models: {lang: DIR}, or model: DIR with target_prefix)"
             )
-        ctranslate2.check_config(cfg.translation.ctranslate2, cfg.languages, workers_here)
+        ctranslate2.check_config(translation.ctranslate2, online[OnlineProvider.CTRANSLATE2], workers_here)
 
 
 def _check_aws_credentials() -> None:
@@ -89,13 +90,17 @@ def _early_stages(pipeline, cfg: Config) -> tuple:
 
 
 def _run_facts(pipeline, cfg: Config, store_root: str, run_id: str):
+    providers = {lang: cfg.translation.provider_for(lang) for lang in cfg.languages}
     return pipeline | "RunFacts" >> beam.Create(
         [
             ("languages", list(cfg.languages)),
             ("run_id", run_id),
             ("store", store_root),
-            ("provider", cfg.translation.provider.value),
-            ("price_per_million_chars", cfg.translation.price),
+            # Each language's provider and its price: the dry run's and the audit's bill.
+            ("providers", {
+                lang: {"provider": provider.value, "price_per_million_chars": cfg.translation.price_of(provider)}
+                for lang, provider in providers.items()
+            }),
             ("max_characters", cfg.translation.max_characters),
         ]
     )
@@ -116,8 +121,8 @@ class _Stages:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
         cfg = self._cfg
         stage = TranslateCaptions(
-            cfg.translation, self._memory, self._store_root, self._run_id, dry_run=self._dry_run,
-            languages=cfg.languages, rank_of=functools.partial(pair_rank, cfg.sample),
+            cfg.translation, self._memory, self._store_root, self._run_id, cfg.languages,
+            dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
             spent_before=spent_before,
         )
         return pairs | f"Translate{label}" >> stage, stage.spent
@@ -178,7 +183,7 @@ def build(
     ``dry_run``: run up to the translation lookup only and write ``DRY_RUN_FILE``: what the run
     would need and pay, per language; no provider is called and no shard is written."""
     store_root = store.store_root(cfg.translation.store, output)
-    if cfg.translation.provider is not OnlineProvider.NONE:
+    if cfg.translation.languages_by_provider(cfg.languages):
         claims.check_store(store_root)
     early = _early_stages(pipeline, cfg)
     eligible = early[-1].kept

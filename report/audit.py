@@ -40,6 +40,7 @@ from polycap.transforms.keep import Reason as KeepReason
 from polycap.transforms import clean, deduplicate, propn, read
 from polycap.transforms.read import UNREADABLE_ID_PREFIX
 from polycap.transforms.read import Reason as ReadReason
+from polycap.transforms.providers import OnlineProvider
 from polycap.transforms.records import Stage
 from polycap.transforms.store import read_store_rows
 from polycap.transforms.translate import Reason as TranslateReason
@@ -557,19 +558,38 @@ def _cost(characters: int, price: Optional[float]) -> Optional[float]:
     return None if price is None else round(characters * price / 1e6, 4)
 
 
-def _billed_by_language(counted: dict) -> Counter:
-    """Characters this run paid for, per target language: the store rows it wrote (a provider
-    bills only what it answered; a replayed batch is read back from the store, not re-billed)."""
+# The providers that bill characters; a local model (ctranslate2) costs worker hours instead.
+_BILLING = frozenset(provider.value for provider in OnlineProvider if provider.bills)
+
+
+def _language_providers(counted: dict, translation_cfg: dict) -> dict[str, tuple]:
+    """Language -> (its provider, USD per million characters), from ``counts.json``
+    ``providers``; an output that predates them had one provider and price for every language."""
+    if "providers" in counted:
+        return {lang: (numbers["provider"], numbers["price_per_million_chars"])
+                for lang, numbers in counted["providers"].items()}
+    provider = counted.get("provider", translation_cfg.get("provider"))
+    price = counted.get("price_per_million_chars", translation_cfg.get("price_per_million_chars"))
+    return dict.fromkeys(counted["languages"], (provider, price))
+
+
+def _billed_by_language(counted: dict, providers: dict[str, tuple]) -> Counter:
+    """Characters this run paid for, per target language: the store rows it wrote, in every
+    provider's folder (a provider bills only what it answered; a replayed batch is read back
+    from the store, not re-billed), of the languages whose provider bills."""
     billed: Counter = Counter()
-    if counted.get("provider") in (None, "none") or not counted.get("store"):
+    billing = {lang for lang, (provider, _) in providers.items() if provider in _BILLING}
+    if not billing or not counted.get("store"):
         return billed
-    for row in read_store_rows(counted["store"], counted["provider"], run_id=counted["run_id"]):
-        billed[row["target_lang"]] += row["characters"]
+    for row in read_store_rows(counted["store"], "*", run_id=counted["run_id"]):
+        if row["target_lang"] in billing:
+            billed[row["target_lang"]] += row["characters"]
     return billed
 
 
 def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
-    """Per language: memory and store hits, provider calls, characters billed, estimated cost.
+    """Per language: its provider, memory and store hits, provider calls, characters billed,
+    estimated cost; and the bill of each provider.
 
     Where the pipeline counted its look-ups (``counts.json`` ``translation``: distinct texts
     found in the memory, in the store, or missed and sent to the provider, with the characters
@@ -582,13 +602,12 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
             numbers = pairs[group["provider"]][group["target_lang"]]
             numbers["pairs"] += group["rows"]
             numbers["characters"] += group["characters"]
-    translation_cfg = run.get("config", {}).get("translation", {})
-    provider = counted.get("provider", translation_cfg.get("provider"))
-    price = counted.get("price_per_million_chars", translation_cfg.get("price_per_million_chars"))
+    providers = _language_providers(counted, run.get("config", {}).get("translation", {}))
     lookups = counted.get("translation")
-    billed_by_language = _billed_by_language(counted)
+    billed_by_language = _billed_by_language(counted, providers)
     languages = {}
     for lang in counted["languages"]:
+        provider, price = providers[lang]
         if lookups is not None:
             found = lookups.get(lang, {})
             calls = found.get("miss", 0) if provider not in (None, "none") else 0
@@ -601,8 +620,8 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
             billed = sum(numbers["characters"] for numbers in paid)
             cached = [numbers["pairs"] for name, numbers in here.items() if name in CACHE_PROVIDERS]
             hits = {"memory_hits": sum(cached), "store_hits": None}  # unknown in the rows
-        languages[lang] = {**hits, "provider_calls": calls, "characters_billed": billed,
-                           "estimated_cost_usd": _cost(billed, price)}
+        languages[lang] = {"provider": provider, **hits, "provider_calls": calls,
+                           "characters_billed": billed, "estimated_cost_usd": _cost(billed, price)}
     totals = {}
     for key in ("memory_hits", "store_hits", "provider_calls", "characters_billed",
                 "estimated_cost_usd"):
@@ -615,8 +634,7 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
     counters = run.get("metrics", {}).get("counters", {})
     return {
         "budget": _budget(counted, groups, totals["characters_billed"]),
-        "provider": provider,
-        "usd_per_million_characters": price,
+        "by_provider": _bills(languages, providers),
         "counted_by": "pipeline" if lookups is not None else "output rows (estimate)",
         "languages": languages,
         "totals": totals,
@@ -624,6 +642,20 @@ def _translation(groups: list[dict], counted: dict, run: dict) -> dict:
         "no_translation": _counts(untranslatable, "target_lang"),
         "reported_by_runner": counters.get(Stage.TRANSLATE.value, {}),
     }
+
+
+def _bills(languages: dict, providers: dict[str, tuple]) -> dict:
+    """Provider -> its price, its languages, and the characters billed and cost over them."""
+    bills: dict = {}
+    for lang, numbers in languages.items():
+        provider, price = providers[lang]
+        bill = bills.setdefault(str(provider), {"usd_per_million_characters": price, "languages": [],
+                                                "characters_billed": 0})
+        bill["languages"].append(lang)
+        bill["characters_billed"] += numbers["characters_billed"]
+    for bill in bills.values():
+        bill["estimated_cost_usd"] = _cost(bill["characters_billed"], bill["usd_per_million_characters"])
+    return bills
 
 
 def _budget(counted: dict, groups: list[dict], billed: Optional[int]) -> Optional[dict]:

@@ -382,36 +382,46 @@ def _datasets_section(audit: dict) -> str:
     )
 
 
+def _price(usd_per_million) -> str:
+    return "unknown" if usd_per_million is None else f"${usd_per_million:g} per million characters"
+
+
 def _translation_section(translation: dict, mode: str) -> str:
     if mode == "pairs":
         return ('<section id="translation"><h2>Translation and cost</h2>'
                 + _muted("The translations came with the set; polycap called no provider.")
                 + "</section>")
-    provider, price = translation["provider"], translation["usd_per_million_characters"]
     columns = ("memory_hits", "store_hits", "provider_calls", "characters_billed")
     rows = [
-        [lang, *(n[key] for key in columns), _usd(n["estimated_cost_usd"])]
+        [lang, n["provider"], *(n[key] for key in columns), _usd(n["estimated_cost_usd"])]
         for lang, n in translation["languages"].items()
     ]
     totals = translation["totals"]
-    rows.append(["all", *(totals[key] for key in columns), _usd(totals["estimated_cost_usd"])])
-    table = _table(["language", "memory hits", "store hits", "provider calls", "characters billed",
-                    "estimated cost"], rows)
+    rows.append(["all", "", *(totals[key] for key in columns), _usd(totals["estimated_cost_usd"])])
+    table = _table(["language", "provider", "memory hits", "store hits", "provider calls",
+                    "characters billed", "estimated cost"], rows)
+    bills = _table(
+        ["provider", "price", "languages", "characters billed", "estimated cost"],
+        [[name, _price(bill["usd_per_million_characters"]), ", ".join(bill["languages"]),
+          bill["characters_billed"], _usd(bill["estimated_cost_usd"])]
+         for name, bill in translation["by_provider"].items()],
+    )
     by_provider = _table(
         ["provider", "language", "pairs translated", "source characters"],
         [[name, lang, n["pairs"], n["characters"]]
          for name, languages in translation["pairs_by_provider"].items()
          for lang, n in languages.items()],
     )
-    price_text = "unknown" if price is None else f"${price:g} per million characters"
     counters = translation["reported_by_runner"]
     reported = _muted(
         "The runner's own translate counters: " + html.escape(_reasons(counters))
     ) if counters else ""
     return (
         '<section id="translation"><h2>Translation and cost</h2>'
-        f"<p>Online provider: <code>{html.escape(str(provider))}</code>, price {price_text}. "
-        f"{_COUNTED_BY.get(translation['counted_by'], '')}</p>{table}"
+        f"<p>{_COUNTED_BY.get(translation['counted_by'], '')}</p>{table}"
+        "<h3>Bill by provider</h3>"
+        + _muted("A local model (ctranslate2) bills no characters: it costs worker hours.")
+        + f"{bills}"
         f"{_budget_table(translation.get('budget'))}"
         f"<h3>Pairs in the output by provider</h3>{by_provider}"
         "<p>Pairs no provider could translate (failed <code>no_translation</code>): "

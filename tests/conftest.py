@@ -38,3 +38,19 @@ def multi30k_val():
     """The first lines of Multi30k's validation split: English, German and French."""
     read = lambda lang: (MULTI30K / f"val.{lang}").read_text(encoding="utf-8").splitlines()
     return {lang: read(lang) for lang in ("en", "de", "fr", "cs")}
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory):
+    """The tiny CTranslate2 model (tests/tiny_translation_model.py), built once per session."""
+    from tests.tiny_translation_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory):
+    """Another tiny model: the same vocabulary, other random weights."""
+    from tests.tiny_translation_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("other-model"), seed=1)

@@ -372,8 +372,8 @@ def test_without_pipeline_counts_a_paid_provider_is_estimated_from_the_rows():
     translation = audit.analyse(_audited(rows, run))["translation"]
     assert translation["counted_by"] == "output rows (estimate)"
     assert translation["languages"]["de"] == {
-        "memory_hits": 1, "store_hits": None, "provider_calls": 2, "characters_billed": 1010,
-        "estimated_cost_usd": 0.0152}
+        "provider": "aws", "memory_hits": 1, "store_hits": None, "provider_calls": 2,
+        "characters_billed": 1010, "estimated_cost_usd": 0.0152}
     assert translation["pairs_by_provider"]["aws"]["de"] == {"pairs": 2, "characters": 1010}
 
 
@@ -382,24 +382,39 @@ def test_the_pipelines_lookup_counts_and_the_runs_store_rows_are_the_translation
 
     rows = [_row("a", "de", "accepted", 0.9, provider="aws"), _row("b", "fr", "accepted", 0.9)]
     outcome = _audited(rows, languages=("de", "fr"))
-    paid = lambda key, run_id, characters: dict(
-        provider="aws", lookup_key=key, source_lang="en", target_lang="de", source_text="x",
+    stored = lambda lang, key, run_id, characters: dict(
+        provider="aws", lookup_key=key, source_lang="en", target_lang=lang, source_text="x",
         translated_text="y", untranslated=False, characters=characters, run_id=run_id)
     # This run paid for two texts (one batch); an earlier run's batch is not this run's bill.
     store.write_batch(store.batch_path(str(tmp_path), "aws", ["k1", "k2"], "this-run-worker"),
-                      [paid("k1", "this-run", 70_000), paid("k2", "this-run", 50_000)])
-    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k0"], "earlier-worker"), [paid("k0", "earlier", 999)])
+                      [stored("de", "k1", "this-run", 70_000), stored("de", "k2", "this-run", 50_000)])
+    store.write_batch(store.batch_path(str(tmp_path), "aws", ["k0"], "earlier-worker"),
+                      [stored("de", "k0", "earlier", 999)])
+    # French went to a local model: stored by this run, billed by nobody.
+    store.write_batch(store.batch_path(str(tmp_path), "ctranslate2-0123456789ab", ["k3"], "this-run-worker"),
+                      [stored("fr", "k3", "this-run", 4_000)])
     outcome.counted.update(
-        provider="aws", price_per_million_chars=15.0, store=str(tmp_path), run_id="this-run",
+        store=str(tmp_path), run_id="this-run",
+        providers={"de": {"provider": "aws", "price_per_million_chars": 15.0},
+                   "fr": {"provider": "ctranslate2", "price_per_million_chars": 0.0}},
         translation={"de": {"memory": 3, "store": 5, "miss": 2, "miss_characters": 120_000},
-                     "fr": {"memory": 1, "store": 0, "miss": 0, "miss_characters": 0}})
+                     "fr": {"memory": 1, "store": 0, "miss": 1, "miss_characters": 4_000}})
     translation = audit.analyse(outcome)["translation"]
     assert translation["counted_by"] == "pipeline"
     assert translation["languages"]["de"] == {
-        "memory_hits": 3, "store_hits": 5, "provider_calls": 2, "characters_billed": 120_000,
-        "estimated_cost_usd": 1.8}
-    assert translation["totals"] == {"memory_hits": 4, "store_hits": 5, "provider_calls": 2,
+        "provider": "aws", "memory_hits": 3, "store_hits": 5, "provider_calls": 2,
+        "characters_billed": 120_000, "estimated_cost_usd": 1.8}
+    assert translation["languages"]["fr"] == {
+        "provider": "ctranslate2", "memory_hits": 1, "store_hits": 0, "provider_calls": 1,
+        "characters_billed": 0, "estimated_cost_usd": 0.0}
+    assert translation["totals"] == {"memory_hits": 4, "store_hits": 5, "provider_calls": 3,
                                      "characters_billed": 120_000, "estimated_cost_usd": 1.8}
+    assert translation["by_provider"] == {
+        "aws": {"usd_per_million_characters": 15.0, "languages": ["de"], "characters_billed": 120_000,
+                "estimated_cost_usd": 1.8},
+        "ctranslate2": {"usd_per_million_characters": 0.0, "languages": ["fr"], "characters_billed": 0,
+                        "estimated_cost_usd": 0.0},
+    }
 
 
 def test_an_unknown_price_is_an_unknown_cost_not_zero():

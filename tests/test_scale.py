@@ -366,7 +366,7 @@ def test_dataflow_job_graph_is_built_from_the_documented_options(dataflow_job):
     for stage in ("Read", "Clean", "Deduplicate", "DropProperNouns", "RankCandidates", "Translate[1]",
                   "Score[1]", "Keep[1]", "Translate[3]", "FillQuota", "Write"):
         assert stage in names
-    assert "Translate[1]/CallProvider" in names
+    assert "Translate[1]/CallProvider[google]" in names  # one provider step per provider
     # The first shuffle after reading is de-duplication's: no Reshuffle of every caption before it.
     assert "Deduplicate/GroupByText" in names
     assert not any(name.startswith("Read/") and "Reshuffle" in name for name in names)

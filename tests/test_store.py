@@ -21,7 +21,7 @@ def test_store_rows_are_keyed_by_their_text_not_the_key_stored_with_them(tmp_pat
     path = store.batch_path(str(tmp_path), "aws", [stale["lookup_key"]], "earlier-worker")
     store.write_batch(path, [stale])
     with local_pipeline() as pipeline:
-        found = pipeline | store.ReadStore(str(tmp_path), "aws")
+        found = pipeline | store.ReadStore(str(tmp_path), lambda: {"de": "aws"})
         assert_that(
             found,
             equal_to([(store.lookup_key("en", "de", source), (stale["translated_text"], False))]),

@@ -72,7 +72,8 @@ def test_memory_hits_are_translated_and_misses_fail_with_no_translation(multi30k
     cfg = TranslationConfig(memory=[_parallel("unused.en")])
     with local_pipeline() as pipeline:
         out = pipeline | "Pairs" >> beam.Create(pairs) | TranslateCaptions(
-            cfg, pipeline | "Memory" >> beam.Create(memory), store_root="unused", run_id="test"
+            cfg, pipeline | "Memory" >> beam.Create(memory), store_root="unused", run_id="test",
+            languages=("de", "fr"),
         )
         assert_that(
             out.kept | "Translated" >> beam.Map(lambda p: (p.caption_id, p.target_lang, p.translated_text, p.provider)),

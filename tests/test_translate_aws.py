@@ -72,7 +72,8 @@ def test_a_shouting_caption_is_sent_in_sentence_case_and_the_store_says_so(tmp_p
         cfg = TranslationConfig(provider="aws", aws=_aws(fake))
         with local_pipeline() as pipeline:
             out = pipeline | "Pairs" >> beam.Create([pair("coco:464194", shouting, "de")]) | TranslateCaptions(
-                cfg, pipeline | "NoMemory" >> beam.Create([]), store_root=str(tmp_path), run_id="test"
+                cfg, pipeline | "NoMemory" >> beam.Create([]), store_root=str(tmp_path), run_id="test",
+                languages=("de",),
             )
             assert_that(
                 out.kept | beam.Map(lambda p: (p.source_text, p.translated_text)),

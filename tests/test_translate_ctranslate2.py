@@ -12,11 +12,10 @@ from polycap.pipeline import cli
 from polycap.transforms.errors import ConfigError
 from polycap.transforms.providers.base import ErrorKind, Request
 from polycap.transforms.providers.ctranslate2 import (
-    Ctranslate2Config, Ctranslate2Translate, check_config, model_digest,
+    Ctranslate2Config, Ctranslate2Translate, check_config, model_digests,
 )
 from polycap.transforms.store import read_store_rows
 from tests.conftest import MULTI30K, ROOT, SAMPLES
-from tests.tiny_translation_model import build_model
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
 INPUTS = json.dumps(
@@ -27,16 +26,6 @@ INPUTS = json.dumps(
 )
 
 
-@pytest.fixture(scope="session")
-def model(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("model"), seed=0)
-
-
-@pytest.fixture(scope="session")
-def other_model(tmp_path_factory):
-    return build_model(tmp_path_factory.mktemp("other-model"), seed=1)
-
-
 def _config(model, **settings):
     return Ctranslate2Config(models={"de": str(model)}, device="cpu", **settings)
 
@@ -45,15 +34,28 @@ def _english(count: int) -> list[str]:
     return (MULTI30K / "val.en").read_text(encoding="utf-8").splitlines()[:count]
 
 
+def _digest(cfg, lang="de"):
+    return model_digests(cfg)[lang]
+
+
 def test_the_store_key_names_the_model_files_and_the_decoding_options(model, other_model):
     with Ctranslate2Translate(_config(model)) as provider:
-        name = provider.name
+        (name,) = provider.store_names(["de"]).values()
     assert re.fullmatch(r"ctranslate2-[0-9a-f]{12}", name)
-    assert name == f"ctranslate2-{model_digest(_config(model))}"
-    assert model_digest(_config(other_model)) != model_digest(_config(model))
-    assert model_digest(_config(model, beam_size=1)) != model_digest(_config(model))
+    assert name == f"ctranslate2-{_digest(_config(model))}"
+    assert Ctranslate2Translate(_config(model)).store_names(["de"]) == {"de": name}  # unopened
+    assert _digest(_config(other_model)) != _digest(_config(model))
+    assert _digest(_config(model, beam_size=1)) != _digest(_config(model))
     # Where it runs is no part of what it outputs: the same key on another device.
-    assert model_digest(_config(model, compute_type="float32")) == model_digest(_config(model))
+    assert _digest(_config(model, compute_type="float32")) == _digest(_config(model))
+
+
+def test_each_language_has_its_own_store_key_and_a_new_model_changes_only_its_own(model, other_model):
+    both = Ctranslate2Config(models={"de": str(model), "fr": str(model)})
+    new_german = Ctranslate2Config(models={"de": str(other_model), "fr": str(model)})
+    assert _digest(both, "de") != _digest(both, "fr")  # the same files, two languages
+    assert _digest(new_german, "de") != _digest(both, "de")
+    assert _digest(new_german, "fr") == _digest(both, "fr")
 
 
 def test_one_answer_per_text_in_order_and_a_language_without_a_model_is_refused(model):
@@ -95,7 +97,8 @@ def test_one_multilingual_model_serves_each_language_through_its_target_token(mo
     assert french.translation and not french.translation.startswith(french_token[1:])
     assert czech.error_kind is ErrorKind.REFUSED
     other_tokens = cfg.model_copy(update={"target_prefix": {"de": other_token, "fr": french_token}})
-    assert model_digest(other_tokens) != model_digest(cfg)
+    assert _digest(other_tokens) != _digest(cfg)
+    assert _digest(other_tokens, "fr") == _digest(cfg, "fr")
 
 
 def _consecutive_repeats(text: str) -> int:
@@ -157,7 +160,7 @@ def test_config_errors_name_the_key(model, tmp_path):
 
 def test_a_local_run_without_its_models_stops_before_running(tmp_path):
     base = ["--config", DEMO, "--output", str(tmp_path), "--set", "translation.provider=ctranslate2"]
-    with pytest.raises(ConfigError, match=r"^translation.ctranslate2: required with translation.provider: ctranslate2"):
+    with pytest.raises(ConfigError, match=r"^translation.ctranslate2: required where a language's provider is ctranslate2"):
         cli.run(base)
     (tmp_path / "empty").mkdir()
     models = json.dumps({"models": {"de": str(tmp_path / "empty"), "fr": str(tmp_path / "empty")}})
@@ -186,7 +189,8 @@ def _run(output, model, *extra):
 def _stored(output, model) -> list[dict]:
     cfg = Ctranslate2Config(models={"de": str(model), "fr": str(model)},
                             max_decoding_length=24, no_repeat_ngram_size=2)
-    return read_store_rows(str(output / "translations"), f"ctranslate2-{model_digest(cfg)}")
+    return [row for digest in sorted(model_digests(cfg).values())
+            for row in read_store_rows(str(output / "translations"), f"ctranslate2-{digest}")]
 
 
 def test_a_run_keeps_every_row_stores_once_and_a_new_model_translates_again(tmp_path, model, other_model):

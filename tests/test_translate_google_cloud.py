@@ -134,7 +134,7 @@ def test_faults_are_retried_refusals_fail_and_reruns_pay_only_for_what_is_missin
         assert first["languages"]["fr"]["failed_by_reason"] == {"provider_refused": 40}
         assert len(fake.answered) == len(set(fake.answered)) == 40  # replayed bundles paid nothing
         assert first["translation"]["totals"]["characters_billed"] == fake.billed_characters
-        assert first["translation"]["usd_per_million_characters"] == 20.0
+        assert first["translation"]["by_provider"]["google-cloud"]["usd_per_million_characters"] == 20.0
 
         fake.refuse = set()
         paid_for_german = fake.billed_characters

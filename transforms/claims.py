@@ -143,11 +143,12 @@ def read_claim(path: str) -> Optional[Claim]:
 
 
 class Claims:
-    """The claims of one provider's store, made by one ``owner`` (one DoFn instance of one run)."""
+    """The claims in one store folder (``provider``: a provider's, per language for a local
+    model: ``Provider.store_names``), made by one ``owner`` (one DoFn instance of one run)."""
 
     def __init__(self, root: str, provider: str, owner: str, lease_seconds: float):
         self._root = root
-        self._provider = provider
+        self.provider = provider
         self.owner = owner
         self._lease = lease_seconds
 
@@ -157,7 +158,7 @@ class Claims:
         ``batch``), or (the holder's claim, generation) when someone else holds that generation
         (live or expired: the caller looks for the holder's translation first)."""
         record = json.dumps(Claim(self.owner, batch, time.time() + self._lease)._asdict())
-        path = claim_path(self._root, self._provider, key, generation)
+        path = claim_path(self._root, self.provider, key, generation)
         while True:
             if create_if_absent(path, record.encode("utf-8")):
                 return None, generation
@@ -168,7 +169,7 @@ class Claims:
 
     def release(self, key: str, generation: int) -> None:
         """Delete this owner's claim (its provider call failed): the text may be claimed again."""
-        path = claim_path(self._root, self._provider, key, generation)
+        path = claim_path(self._root, self.provider, key, generation)
         held = read_claim(path)
         if held is not None and held.owner == self.owner:
             FileSystems.delete([path])

@@ -4,8 +4,10 @@ write every paid batch to the translation store before anything of it goes on.
 PCollection[(lookup_key, [Pair])] (the misses) -> PCollection[Answered], one per miss.
 
 Misses are spread over ``PROVIDER_BUCKETS`` groups by a hash of their key; each group's keys are
-sorted and cut into fixed batches of ``batch_size``, so a replayed bundle forms the same batches,
-finds their store files and reads them instead of paying again (``store.py``).
+sorted and each language's cut into fixed batches of ``batch_size``, so a replayed bundle forms
+the same batches, finds their store files and reads them instead of paying again (``store.py``).
+A batch holds one target language: its store folder and its claims are that language's
+(``Provider.store_names``).
 
 Batches overlap: up to ``max_concurrency`` of them are sent at once on a thread pool, so while one
 waits for its slowest answer or its store write, the others keep the provider's
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -64,14 +67,19 @@ def bucket(key: str) -> int:
 class _CallProviderFn(beam.DoFn):
     """(bucket, [(lookup_key, pairs)]) -> Answered per miss. See the module docstring."""
 
-    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str,
-                 lease_seconds: float):
+    def __init__(self, provider: Provider, languages: Sequence[str], batch_size: int,
+                 store_root: str, run_id: str, lease_seconds: float, bills: bool):
         self._provider = provider
+        self._languages = tuple(languages)
         self._batch_size = batch_size
         self._store_root = store_root
         self._run_id = run_id
         self._lease_seconds = lease_seconds
-        self._billed = Metrics.counter(Stage.TRANSLATE.value, "billed_characters")
+        self._bills = bills
+        # A local model's characters are translated, not billed: they never count as spent.
+        self._characters = Metrics.counter(
+            Stage.TRANSLATE.value, "billed_characters" if bills else "local_characters"
+        )
 
     def setup(self):
         self._client = self._provider.__enter__()
@@ -82,7 +90,9 @@ class _CallProviderFn(beam.DoFn):
         self._claimers = ThreadPoolExecutor(_CLAIMS_AT_ONCE, thread_name_prefix="translate-claim")
         # One owner per DoFn instance: a retried work item on another worker is another owner.
         self._owner = f"{self._run_id}-{uuid.uuid4().hex[:12]}"
-        self._claims = Claims(self._store_root, self._client.name, self._owner, self._lease_seconds)
+        self._folders = self._client.store_names(self._languages)
+        self._claims = {lang: Claims(self._store_root, folder, self._owner, self._lease_seconds)
+                        for lang, folder in self._folders.items()}
 
     def teardown(self):
         self._senders.shutdown(wait=True)
@@ -94,10 +104,12 @@ class _CallProviderFn(beam.DoFn):
 
     def process(self, grouped, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         _, misses = grouped
-        misses = sorted(misses, key=lambda miss: miss[0])
-        for start in range(0, len(misses), self._batch_size):
-            batch = misses[start : start + self._batch_size]
-            self._in_flight.append((self._senders.submit(self._send, batch), window, timestamp))
+        misses = sorted(misses, key=lambda miss: miss[0])  # the key starts with the languages
+        for _, same_language in itertools.groupby(misses, key=lambda miss: miss[1][0].target_lang):
+            same_language = list(same_language)
+            for start in range(0, len(same_language), self._batch_size):
+                batch = same_language[start : start + self._batch_size]
+                self._in_flight.append((self._senders.submit(self._send, batch), window, timestamp))
         while self._in_flight and (
             len(self._in_flight) > self._client.max_concurrency or self._in_flight[0][0].done()
         ):
@@ -109,21 +121,24 @@ class _CallProviderFn(beam.DoFn):
 
     def _emit_oldest(self):
         sent, window, timestamp = self._in_flight.popleft()
-        answers, paid_characters = sent.result()
-        self._billed.inc(paid_characters)
-        progress.advance("billed characters", paid_characters)
+        answers, characters = sent.result()
+        self._characters.inc(characters)
+        if self._bills:
+            progress.advance("billed characters", characters)
         for answer in answers:
             yield WindowedValue(answer, timestamp, [window])
 
     def _send(self, misses) -> tuple[list[Answered], int]:
-        """Runs on a sender thread: the batch's answers and the characters this call paid for.
-        Each text is claimed first; this owner pays for the texts it claimed (unless an earlier
-        attempt of its own already stored them) and writes them to its batch file, then reads
-        the others from their claimants' batch files, waiting while a claim is live and taking
-        over one that expired or was released."""
+        """Runs on a sender thread: the answers of a batch of one language and the characters
+        this call paid for. Each text is claimed first; this owner pays for the texts it claimed
+        (unless an earlier attempt of its own already stored them) and writes them to its batch
+        file, then reads the others from their claimants' batch files, waiting while a claim is
+        live and taking over one that expired or was released."""
         keys = [key for key, _ in misses]
-        batch = store.batch_path(self._store_root, self._client.name, keys, self._owner)
-        claimed = list(self._claimers.map(lambda key: self._claims.claim(key, batch), keys))
+        lang = misses[0][1][0].target_lang
+        folder, claims = self._folders[lang], self._claims[lang]
+        batch = store.batch_path(self._store_root, folder, keys, self._owner)
+        claimed = list(self._claimers.map(lambda key: claims.claim(key, batch), keys))
         found = _BatchRows()
         stored = found.rows(batch)  # what an earlier attempt of this owner paid and stored
         answers, ours, theirs = {}, [], []
@@ -135,21 +150,21 @@ class _CallProviderFn(beam.DoFn):
                 ours.append((key, pairs, generation))
             else:
                 theirs.append((key, pairs, held, generation))
-        paid = self._pay(ours, batch, answers)
+        paid = self._pay(ours, claims, batch, answers)
         late = []  # texts whose claimant released them or whose claim expired: ours now
-        late_batch = store.batch_path(self._store_root, self._client.name, keys, self._owner, part=1)
+        late_batch = store.batch_path(self._store_root, folder, keys, self._owner, part=1)
         for key, pairs, held, generation in theirs:
-            row, generation = self._await(key, held, generation, late_batch, found)
+            row, generation = self._await(key, claims, held, generation, late_batch, found)
             if row is not None:
                 answers[key] = _from_row(key, pairs, row)
             else:
                 late.append((key, pairs, generation))
-        paid += self._pay(late, late_batch, answers)
+        paid += self._pay(late, claims, late_batch, answers)
         return [answers[key] for key in keys], paid
 
-    def _pay(self, owned, batch: str, answers: dict) -> int:
-        """Translate the texts this owner claimed, store them in ``batch`` and release the claims
-        of the ones that failed; -> the characters paid."""
+    def _pay(self, owned, claims: Claims, batch: str, answers: dict) -> int:
+        """Translate the texts this owner claimed, store them in ``batch`` (in the store folder
+        of ``claims``) and release the claims of the ones that failed; -> the characters paid."""
         if not owned:
             return 0
         # A shouting caption goes in sentence case (text_for_mt); the store row keeps what was sent.
@@ -161,10 +176,10 @@ class _CallProviderFn(beam.DoFn):
             answers[key] = Answered(key, pairs, reply.translation, reply.untranslated,
                                     reply.error_kind, reply.error)
             if reply.translation is None:
-                self._claims.release(key, generation)
+                claims.release(key, generation)
                 continue
             rows.append(
-                dict(provider=self._client.name, lookup_key=key, source_lang=request.source_lang,
+                dict(provider=claims.provider, lookup_key=key, source_lang=request.source_lang,
                      target_lang=request.target_lang, source_text=request.text,
                      translated_text=reply.translation, untranslated=reply.untranslated,
                      characters=len(request.text), run_id=self._run_id)
@@ -173,7 +188,8 @@ class _CallProviderFn(beam.DoFn):
             _write_paid(batch, rows)
         return sum(row["characters"] for row in rows)
 
-    def _await(self, key: str, held: Claim, generation: int, batch: str, found: "_BatchRows"):
+    def _await(self, key: str, claims: Claims, held: Claim, generation: int, batch: str,
+               found: "_BatchRows"):
         """(the holder's store row, generation) once it is there, or (None, generation) once
         the text is this owner's to pay for: the holder released it, or its claim expired."""
         delay = _POLL_FIRST_SECONDS
@@ -182,11 +198,11 @@ class _CallProviderFn(beam.DoFn):
             if row is not None:
                 return row, generation
             if held.expired():
-                held, generation = self._claims.claim(key, batch, generation + 1)
+                held, generation = claims.claim(key, batch, generation + 1)
             else:
                 time.sleep(delay)
                 delay = min(2 * delay, _POLL_MAX_SECONDS)
-                held, generation = self._claims.claim(key, batch, generation)
+                held, generation = claims.claim(key, batch, generation)
         return None, generation
 
 
@@ -229,13 +245,16 @@ def _from_row(key: str, pairs: list, row: dict) -> Answered:
 
 class CallProvider(beam.PTransform):
     """PCollection[(lookup_key, [Pair])] -> PCollection[Answered]. ``provider`` is not opened
-    yet (it pickles to the workers and opens once per DoFn instance); ``run_id`` marks the store
-    rows this run paid for."""
+    yet (it pickles to the workers and opens once per DoFn instance) and translates into
+    ``languages``, the only ones of the misses; ``run_id`` marks the store rows this run paid
+    for; ``bills``: whether its characters are billed (counter ``billed_characters``) or
+    translated on the workers (``local_characters``)."""
 
-    def __init__(self, provider: Provider, batch_size: int, store_root: str, run_id: str,
-                 lease_seconds: float):
+    def __init__(self, provider: Provider, languages: Sequence[str], batch_size: int,
+                 store_root: str, run_id: str, lease_seconds: float, bills: bool):
         super().__init__()
-        self._call = _CallProviderFn(provider, batch_size, store_root, run_id, lease_seconds)
+        self._call = _CallProviderFn(provider, languages, batch_size, store_root, run_id,
+                                     lease_seconds, bills)
 
     def expand(self, misses):
         return (

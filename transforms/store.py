@@ -1,8 +1,9 @@
 """The persistent translation store: every translation an online provider made, so that a
 (text, source, target, provider) pair is paid for at most once, across reruns and retries.
 
-Layout: ``STORE/<provider>/batch-<hash>.parquet``, one file per provider batch, named by a hash
-of the batch's lookup keys. A batch's file is written (temporary name, then rename) as soon as
+Layout: ``STORE/<provider>/batch-<hash>-<owner>.parquet``, one file per provider batch, named by
+a hash of the batch's lookup keys and its owner (``claims.py``); ``<provider>`` is the
+provider's store folder for the batch's language (``Provider.store_names``). A batch's file is written (temporary name, then rename) as soon as
 its translations come back, before they go downstream. So a job killed midway loses at most
 the batches in flight, and a bundle Beam replays finds its batch file and reads it instead of
 calling the provider again. Each run reads every file under the store once, at its start.
@@ -14,13 +15,12 @@ import datetime
 import hashlib
 import io
 import uuid
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io import fileio
 
 from polycap.transforms.text import match_key
 
@@ -87,9 +87,10 @@ def write_batch(path: str, rows: list[dict]) -> None:
 
 
 def read_store_rows(root: str, provider: str, run_id: Optional[str] = None) -> list[dict]:
-    """The rows of one provider's store on the driver: every row, or (``run_id``) only those of
-    the batch files that run's owners wrote (``batch_path``: the owner starts with the run id),
-    so a run's bill is read from its own files, not from every row the store ever held."""
+    """The rows of one store folder (``provider``; ``*``: every folder) on the driver: every
+    row, or (``run_id``) only those of the batch files that run's owners wrote (``batch_path``:
+    the owner starts with the run id), so a run's bill is read from its own files, not from
+    every row the store ever held."""
     pattern = store_pattern(root, provider)
     if run_id is not None:
         pattern = f"{root}/{provider}/batch-*-{run_id}-*.parquet"
@@ -98,29 +99,43 @@ def read_store_rows(root: str, provider: str, run_id: Optional[str] = None) -> l
     return rows if run_id is None else [row for row in rows if row["run_id"] == run_id]
 
 
-class ReadStore(beam.PTransform):
-    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))] of one provider's
-    folder; the key computed from each row's text (``row_key``). ``folder``: the folder's name,
-    or a callable that names it where the workers run (``Provider.store_name``: a local model's
-    digest needs the model's files, which the machine that launches the job may not have). The
-    files are listed and read on the workers, one file at a time."""
+def _languages_by_folder(folders: dict[str, str]) -> list[tuple[str, frozenset]]:
+    by_folder: dict[str, set] = {}
+    for lang, folder in folders.items():
+        by_folder.setdefault(folder, set()).add(lang)
+    return [(folder, frozenset(langs)) for folder, langs in sorted(by_folder.items())]
 
-    def __init__(self, root: str, folder: Union[str, Callable[[], str]]):
+
+def _files(root: str, folder: str, languages: frozenset) -> list[tuple[str, frozenset]]:
+    return [(metadata.path, languages)
+            for metadata in FileSystems.match([store_pattern(root, folder)])[0].metadata_list]
+
+
+class ReadStore(beam.PTransform):
+    """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))]: each language's rows
+    of its own folder, so the store keeps each provider's translations apart (a language that
+    moves to another provider finds none of the old one's); the key computed from each row's text
+    (``row_key``). ``folders()`` -> {language: folder}, called where the workers run
+    (``Provider.store_names``: a local model's folder is a digest of its files, which the machine
+    that launches the job may not have). The files are listed and read on the workers, one file at
+    a time."""
+
+    def __init__(self, root: str, folders: Callable[[], dict[str, str]]):
         super().__init__()
         self._root = root
-        self._folder = folder
+        self._folders = folders
 
     def expand(self, pbegin):
-        root, folder = self._root, self._folder
+        root, folders = self._root, self._folders
         return (
             pbegin
             | "Store" >> beam.Create([None])
-            | "StorePattern" >> beam.Map(
-                lambda _: store_pattern(root, folder if isinstance(folder, str) else folder())
-            )
-            | "MatchStoreFiles" >> fileio.MatchAll()
+            | "StoreFolders" >> beam.FlatMap(lambda _: _languages_by_folder(folders()))
+            | "MatchStoreFiles" >> beam.FlatMapTuple(lambda folder, languages: _files(root, folder, languages))
             | "SpreadStoreFiles" >> beam.Reshuffle()
-            | "ReadStoreFiles" >> beam.FlatMap(lambda metadata: read_batch(metadata.path))
+            | "ReadStoreFiles" >> beam.FlatMapTuple(
+                lambda path, languages: [row for row in read_batch(path) if row["target_lang"] in languages]
+            )
             | "KeyStoreRows"
             >> beam.Map(lambda row: (row_key(row), (row["translated_text"], row["untranslated"])))
         )

@@ -1,15 +1,19 @@
 """Translate sampled captions: the translation memory, then the translation store, then the
-configured online provider, each distinct text once.
+language's online provider (``translation.provider``, or ``translation.providers`` per
+language), each distinct text once.
 
 Pairs, memory entries and store rows meet on ``lookup_key = source_lang, target_lang,
 match_key(text)`` in one CoGroupByKey, so each distinct text is looked up once however many
 captions share it, and neither the memory nor the store has to fit one worker. Several memory
 translations of one text: the smallest string wins, so the choice is deterministic. Texts found
-nowhere ("misses") go to the provider (``provider_calls.py``), which writes every paid batch to
-the store before its translations go on.
+nowhere ("misses") go to their language's provider (``provider_calls.py``, one step per
+provider), which writes every translated batch to the store before its translations go on. The
+store keeps each provider's translations apart (``Provider.store_names``: one folder per
+provider, per language and model for a local model); only providers that bill characters
+share the spending cap.
 
 PCollection[Pair] -> StageOutput:
-- ``kept``: translated Pairs (``provider`` = ``memory`` or the online provider);
+- ``kept``: translated Pairs (``provider`` = ``memory`` or the language's online provider);
 - ``rejected``: ``untranslated`` (the provider echoed the source or answered in another language);
 - ``failed``: ``no_translation`` (no provider configured could translate it),
   ``provider_unavailable`` (retries exhausted), ``provider_refused`` (the provider refused it),
@@ -22,7 +26,8 @@ PCollection[Pair] -> StageOutput:
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple, Optional, Tuple
+import functools
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -50,29 +55,50 @@ LOOKUPS = "lookups"
 
 class TranslationConfig(Section):
     memory: tuple[MemoryConfig, ...] = ()
+    # Every target language's provider, unless ``providers`` names another for it.
     provider: OnlineProvider = OnlineProvider.NONE
+    # A provider per target language instead of ``provider``, so one run mixes local models
+    # and paid APIs: {de: ctranslate2, fr: aws}. Its keys are languages of the run (config.py).
+    providers: dict[str, OnlineProvider] = {}
     # URI of the persistent translation store; None means OUTPUT/translations. Read and written
-    # only when an online provider is configured: the memory needs no store.
+    # only for languages with an online provider: the memory needs no store.
     store: Optional[str] = None
+    # The price of every provider that bills characters; None: each one's list price.
     price_per_million_chars: Optional[float] = Field(default=None, ge=0)
     # Distinct texts per provider call batch (and per store file).
     batch_size: int = Field(default=100, ge=1, le=10_000)
     # How long a claim on a text (claims.py) holds before another payer may take it over: longer
     # than a batch can take to translate and store, retries included.
     claim_lease_seconds: float = Field(default=600.0, gt=0)
-    # The spending cap: characters this run may send to the provider (budget.py); null: no cap.
+    # The spending cap: characters this run may send to providers that bill (budget.py); null:
+    # no cap. A local model's characters cost nothing and never count.
     max_characters: Optional[int] = Field(default=None, ge=0)
     aws: AwsConfig = AwsConfig()
     google: GoogleConfig = GoogleConfig()
     google_cloud: GoogleCloudConfig = GoogleCloudConfig()
-    # Required with provider ctranslate2: which models (no default can name one).
+    # Required where a language uses ctranslate2: which models (no default can name one).
     ctranslate2: Optional[Ctranslate2Config] = None
 
-    @property
-    def price(self) -> float:
+    def provider_for(self, lang: str) -> OnlineProvider:
+        return self.providers.get(lang, self.provider)
+
+    def languages_by_provider(self, languages: Sequence[str]) -> dict[OnlineProvider, tuple[str, ...]]:
+        """The online providers (not ``none``) that ``languages`` use, each with its languages
+        in ``languages`` order."""
+        by_provider: dict[OnlineProvider, tuple[str, ...]] = {}
+        for lang in languages:
+            provider = self.provider_for(lang)
+            if provider is not OnlineProvider.NONE:
+                by_provider[provider] = (*by_provider.get(provider, ()), lang)
+        return by_provider
+
+    def price_of(self, provider: OnlineProvider) -> float:
+        """USD per million characters ``provider`` bills; 0 for one that bills none."""
+        if not provider.bills:
+            return 0.0
         if self.price_per_million_chars is not None:
             return self.price_per_million_chars
-        return LIST_PRICES[self.provider]
+        return LIST_PRICES[provider]
 
 
 class Reason(str, enum.Enum):
@@ -120,10 +146,11 @@ def _failed(pairs, reason: Reason, error: str):
 
 
 class _LookUpFn(beam.DoFn):
-    """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups."""
+    """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups.
+    ``providers``: each language's provider, the one a store hit of it is from."""
 
-    def __init__(self, provider: str):
-        self._provider = provider
+    def __init__(self, providers: dict[str, str]):
+        self._providers = providers
 
     def process(self, joined):
         key, grouped = joined
@@ -135,7 +162,7 @@ class _LookUpFn(beam.DoFn):
         if memory:
             found, translation, untranslated, provider = Found.MEMORY, min(memory), False, MEMORY_PROVIDER
         elif stored:
-            (translation, untranslated), provider = min(stored), self._provider
+            (translation, untranslated), provider = min(stored), self._providers[first.target_lang]
             found = Found.STORE
         else:
             found = Found.MISS
@@ -198,21 +225,42 @@ def _lookup_table(totals):
     return "translation", by_language
 
 
+def _store_folders(clients: dict, online: dict) -> dict[str, str]:
+    """Language -> the store folder of its provider's translations into it; called where the
+    workers run (``Provider.store_names``: a local model's folder names its files)."""
+    return {lang: folder for kind, client in clients.items()
+            for lang, folder in client.store_names(online[kind]).items()}
+
+
+def _by_provider(misses, kinds: list, names: dict[str, str], label: str) -> dict:
+    """The misses of each of ``kinds`` (OnlineProviders): those of the languages ``names``
+    gives it; one kind takes them all without a step."""
+    if len(kinds) == 1:
+        return {kinds[0]: misses}
+    slots = {kind.value: slot for slot, kind in enumerate(kinds)}
+    parts = misses | label >> beam.Partition(
+        lambda miss, _: slots[names[miss[1][0].target_lang]], len(kinds)
+    )
+    return dict(zip(kinds, parts))
+
+
 class TranslateCaptions(beam.PTransform):
     """PCollection[Pair] (untranslated) -> StageOutput (see the module docstring).
 
     ``memory``: PCollection[MemoryEntry]; ``store_root``: the translation store's URI;
-    ``run_id`` marks the store rows this run paid for; ``dry_run`` stops before any provider
-    call: only ``counts`` and the look-up's own rows come out.
+    ``run_id`` marks the store rows this run paid for; ``languages``: the run's target
+    languages, the only ones its pairs may have (each goes to its provider,
+    ``cfg.provider_for``); ``dry_run`` stops before any provider call: only ``counts`` and the
+    look-up's own rows come out.
 
-    With ``max_characters``: ``languages`` (their order shares the cap), ``rank_of(pair)`` (its
-    sample rank) and, for a later round of a quota fill, ``spent_before`` (a singleton: the
-    characters funded before); after ``expand``, ``self.spent`` is the singleton of characters
-    funded up to and including this stage.
+    With ``max_characters``: ``rank_of(pair)`` (its sample rank) and, for a later round of a
+    quota fill, ``spent_before`` (a singleton: the characters funded before); the languages of
+    providers that bill share the cap in ``languages`` order; after ``expand``, ``self.spent`` is
+    the singleton of characters funded up to and including this stage.
     """
 
     def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
-                 run_id: str, dry_run: bool = False, languages: tuple = (),
+                 run_id: str, languages: Sequence[str], dry_run: bool = False,
                  rank_of: Optional[Callable[[Pair], str]] = None,
                  spent_before: Optional[beam.PCollection] = None):
         super().__init__()
@@ -222,14 +270,16 @@ class TranslateCaptions(beam.PTransform):
         self._memory = memory
         self._store_root = store_root
         self._run_id = run_id
-        self._dry_run = dry_run
         self._languages = tuple(languages)
+        self._dry_run = dry_run
         self._rank_of = rank_of
         self._spent_before = spent_before
         self.spent: Optional[beam.PCollection] = None
 
     def expand(self, pairs):
-        provider = self._cfg.provider.value
+        cfg = self._cfg
+        online = cfg.languages_by_provider(self._languages)
+        clients = {kind: make_provider(cfg, kind) for kind in online}
         keyed_pairs = pairs | "KeyPairs" >> beam.Map(
             lambda pair: (lookup_key(pair.source_lang, pair.target_lang, pair.source_text), pair)
         ).with_output_types(Tuple[str, Pair])
@@ -237,47 +287,56 @@ class TranslateCaptions(beam.PTransform):
             lambda entry: (lookup_key(entry.source_lang, entry.target_lang, entry.source_text),
                            entry.translated_text)
         ).with_output_types(Tuple[str, str])
-        if self._cfg.provider is OnlineProvider.NONE:
-            stored = pairs.pipeline | "NoStore" >> beam.Create([])
-        else:
+        if online:
             stored = pairs.pipeline | "ReadStore" >> store.ReadStore(
-                self._store_root, make_provider(self._cfg).store_name
+                self._store_root, functools.partial(_store_folders, clients, online)
             )
+        else:
+            stored = pairs.pipeline | "NoStore" >> beam.Create([])
+        names = {lang: cfg.provider_for(lang).value for lang in self._languages}
         looked_up = (
             {"pairs": keyed_pairs, "memory": keyed_memory, "store": stored}
             | "Join" >> beam.CoGroupByKey()
-            | "LookUp" >> beam.ParDo(_LookUpFn(provider)).with_outputs(REJECTED, MISSES, LOOKUPS, main=KEPT)
+            | "LookUp" >> beam.ParDo(_LookUpFn(names)).with_outputs(REJECTED, MISSES, LOOKUPS, main=KEPT)
         )
         translated, rejected, failed = [looked_up[KEPT]], [looked_up[REJECTED]], []
-        misses = looked_up[MISSES]
+        used = list(dict.fromkeys(cfg.provider_for(lang) for lang in self._languages))
+        misses = _by_provider(looked_up[MISSES], used, names, "ByProvider")
+        paid = [kind for kind in online if kind.bills]
         budget_counts = []
-        if self._cfg.max_characters is not None and self._cfg.provider is not OnlineProvider.NONE:
-            allocated = misses | "AllocateBudget" >> AllocateBudget(
-                self._cfg.max_characters, self._languages, self._rank_of, self._spent_before
+        if cfg.max_characters is not None and paid:
+            paid_misses = [misses.pop(kind) for kind in paid]
+            allocated = paid_misses | "PaidMisses" >> beam.Flatten() | "AllocateBudget" >> AllocateBudget(
+                cfg.max_characters, [lang for lang in self._languages if cfg.provider_for(lang).bills],
+                self._rank_of, self._spent_before,
             )
-            misses, budget_counts, self.spent = allocated.funded, [allocated.counts], allocated.spent
+            misses.update(_by_provider(allocated.funded, paid, names, "FundedByProvider"))
+            budget_counts, self.spent = [allocated.counts], allocated.spent
             if not self._dry_run:
                 over = allocated.over_budget | "OverBudget" >> beam.ParDo(
-                    _OverBudgetFn(self._cfg.max_characters)
+                    _OverBudgetFn(cfg.max_characters)
                 ).with_outputs(FAILED)
                 failed.append(over[FAILED])
-        if self._dry_run:
-            pass  # a dry run only counts the misses; nothing is called, nothing is written
-        elif self._cfg.provider is OnlineProvider.NONE:
-            no_provider = misses | "NoProvider" >> beam.ParDo(_NoProviderFn()).with_outputs(FAILED)
-            failed.append(no_provider[FAILED])
-        else:
-            answered = (
-                misses
-                | "CallProvider" >> CallProvider(
-                    make_provider(self._cfg), self._cfg.batch_size, self._store_root, self._run_id,
-                    self._cfg.claim_lease_seconds,
+        if not self._dry_run:  # a dry run only counts the misses; nothing is called, nothing is written
+            if OnlineProvider.NONE in misses:
+                no_provider = misses.pop(OnlineProvider.NONE) | "NoProvider" >> beam.ParDo(
+                    _NoProviderFn()
+                ).with_outputs(FAILED)
+                failed.append(no_provider[FAILED])
+            for kind, its_misses in misses.items():
+                answered = (
+                    its_misses
+                    | f"CallProvider[{kind.value}]" >> CallProvider(
+                        clients[kind], online[kind], cfg.batch_size, self._store_root, self._run_id,
+                        cfg.claim_lease_seconds, bills=kind.bills,
+                    )
+                    | f"Resolve[{kind.value}]" >> beam.ParDo(_ResolveFn(kind.value)).with_outputs(
+                        REJECTED, FAILED, main=KEPT
+                    )
                 )
-                | "Resolve" >> beam.ParDo(_ResolveFn(provider)).with_outputs(REJECTED, FAILED, main=KEPT)
-            )
-            translated.append(answered[KEPT])
-            rejected.append(answered[REJECTED])
-            failed.append(answered[FAILED])
+                translated.append(answered[KEPT])
+                rejected.append(answered[REJECTED])
+                failed.append(answered[FAILED])
         counts = (
             looked_up[LOOKUPS]
             | "LookupKey" >> beam.Map(lambda lookup: ((lookup.target_lang, lookup.found), (1, lookup.characters)))

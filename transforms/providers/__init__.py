@@ -19,6 +19,12 @@ class OnlineProvider(str, enum.Enum):
     GOOGLE_CLOUD = "google-cloud"
     CTRANSLATE2 = "ctranslate2"
 
+    @property
+    def bills(self) -> bool:
+        """Whether it bills characters: a local model runs on the workers and costs worker
+        hours, which the runner bills; the spending cap and the audit's bill leave it out."""
+        return self not in (OnlineProvider.NONE, OnlineProvider.CTRANSLATE2)
+
 
 # Public list prices per million characters; translation.price_per_million_chars overrides them.
 # A local model bills nothing: it costs worker hours, which the runner bills.
@@ -31,23 +37,23 @@ LIST_PRICES = {
 }
 
 
-def make_provider(cfg: "TranslationConfig") -> Provider:
-    """The configured online provider, not yet opened. Imports stay local so a run that uses
-    one provider never needs the other's client library."""
-    if cfg.provider is OnlineProvider.AWS:
+def make_provider(cfg: "TranslationConfig", provider: OnlineProvider) -> Provider:
+    """``provider`` with its settings from ``cfg``, not yet opened. Imports stay local so a run
+    that uses one provider never needs the others' client libraries."""
+    if provider is OnlineProvider.AWS:
         from polycap.transforms.providers.aws import AwsTranslate
 
         return AwsTranslate(cfg.aws)
-    if cfg.provider is OnlineProvider.GOOGLE:
+    if provider is OnlineProvider.GOOGLE:
         from polycap.transforms.providers.google import GoogleTranslate
 
         return GoogleTranslate(cfg.google)
-    if cfg.provider is OnlineProvider.GOOGLE_CLOUD:
+    if provider is OnlineProvider.GOOGLE_CLOUD:
         from polycap.transforms.providers.google_cloud import GoogleCloudTranslate
 
         return GoogleCloudTranslate(cfg.google_cloud)
-    if cfg.provider is OnlineProvider.CTRANSLATE2:
+    if provider is OnlineProvider.CTRANSLATE2:
         from polycap.transforms.providers.ctranslate2 import Ctranslate2Translate
 
         return Ctranslate2Translate(cfg.ctranslate2)
-    raise ValueError(f"no online provider for {cfg.provider.value!r}")
+    raise ValueError(f"no online provider for {provider.value!r}")

@@ -50,11 +50,12 @@ class Provider(abc.ABC):
     def __exit__(self, *exc_info) -> None:
         return None
 
-    def store_name(self) -> str:
-        """The translation store's folder of this provider's translations: its ``name``, known
-        before opening unless the provider says otherwise (``ctranslate2``: a digest of its model
-        files, computed where it runs)."""
-        return self.name
+    def store_names(self, target_langs: Sequence[str]) -> dict[str, str]:
+        """Target language -> the translation store's folder of this provider's translations
+        into it (and of the claims on them): its ``name``, known before opening, unless the
+        provider says otherwise (``ctranslate2``: a digest of that language's model files,
+        computed where it runs)."""
+        return dict.fromkeys(target_langs, self.name)
 
     @abc.abstractmethod
     def translate(self, requests: Sequence[Request]) -> list[Answer]:

@@ -16,9 +16,10 @@ one, ``sentencepiece.bpe.model``, for both).
 The models load once per worker process and are shared by its threads and DoFn instances
 (Beam's ``Shared`` handle, as RunInference does), each on first use by a target language.
 ``translate_batch`` sorts a call's inputs by length and cuts them into ``max_batch_size``
-chunks, so padding stays small. The store keys this provider's translations by a digest of the
-model files' contents and of the options that change an output (``name``), so a new model
-or new decoding options never reuse an old model's translations. Nothing is billed.
+chunks, so padding stays small. The store keys this provider's translations per target
+language by a digest of that language's model files and of the options that change an output
+(``store_names``), so a new model or new decoding options never reuse an old model's
+translations, and a new model for one language translates no other again. Nothing is billed.
 """
 
 from __future__ import annotations
@@ -133,23 +134,26 @@ def resolve_device(requested: str) -> tuple[str, int]:
     return "cuda", index
 
 
-def model_digest(cfg: Ctranslate2Config) -> str:
-    """A short digest of every model file's contents, per target language, and of the options
-    that change an output: the store's key for this configuration's translations."""
-    digest = hashlib.sha256()
+def model_digests(cfg: Ctranslate2Config) -> dict[str, str]:
+    """Target language -> a short digest of the files of the model that translates into it and
+    of the options that change its output: the store's key for that language's translations, so
+    a new model for one language translates that language again and no other."""
     options = {
-        "target_prefix": cfg.target_prefix, "source_prefix": cfg.source_prefix,
-        "beam_size": cfg.beam_size, "max_decoding_length": cfg.max_decoding_length,
+        "source_prefix": cfg.source_prefix, "beam_size": cfg.beam_size,
+        "max_decoding_length": cfg.max_decoding_length,
         "repetition_penalty": cfg.repetition_penalty,
         "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
     }
-    digest.update(json.dumps(options, sort_keys=True).encode("utf-8"))
     file_digests: dict[str, str] = {}  # one multilingual model serves every language: read once
+    digests = {}
     for lang, directory in sorted(cfg.directories().items()):
         if directory not in file_digests:
             file_digests[directory] = _directory_digest(Path(directory))
-        digest.update(f"\n{lang}\t{file_digests[directory]}".encode("utf-8"))
-    return digest.hexdigest()[:12]
+        language = {**options, "target_lang": lang, "target_prefix": cfg.target_prefix.get(lang)}
+        digest = hashlib.sha256(json.dumps(language, sort_keys=True).encode("utf-8"))
+        digest.update(f"\n{file_digests[directory]}".encode("utf-8"))
+        digests[lang] = digest.hexdigest()[:12]
+    return digests
 
 
 def _directory_digest(directory: Path) -> str:
@@ -192,7 +196,7 @@ class _LoadedModels:
         check_model_files(cfg)
         self.device, self.index = resolve_device(cfg.device)
         self.compute_type = cfg.compute_type or ("int8" if self.device == "cpu" else "float16")
-        self.digest = model_digest(cfg)
+        self.digests = model_digests(cfg)
         self._directories = cfg.directories()
         self._lock = threading.Lock()
         self._models: dict[str, _Model] = {}
@@ -209,7 +213,10 @@ class _LoadedModels:
 
 
 class Ctranslate2Translate(Provider):
-    """``name`` (the store's key) is known once opened: ``ctranslate2-<model_digest>``."""
+    """Its store folders (``store_names``) name the models: ``ctranslate2-<digest>`` per target
+    language (``model_digests``)."""
+
+    name = "ctranslate2"
 
     def __init__(self, cfg: Ctranslate2Config):
         from apache_beam.utils.shared import Shared
@@ -218,13 +225,15 @@ class Ctranslate2Translate(Provider):
         # One more batch than CTranslate2 decodes at once: its store write overlaps the next.
         self.max_concurrency = cfg.inter_threads + 1
         self._shared = Shared()
+        self._models: Optional[_LoadedModels] = None
 
-    def store_name(self) -> str:
-        return f"ctranslate2-{model_digest(self._cfg)}"
+    def store_names(self, target_langs: Sequence[str]) -> dict[str, str]:
+        # Opened, the loaded models know their digests; else the model files are read.
+        digests = self._models.digests if self._models is not None else model_digests(self._cfg)
+        return {lang: f"ctranslate2-{digests[lang]}" for lang in target_langs}
 
     def __enter__(self) -> "Ctranslate2Translate":
         self._models = self._shared.acquire(lambda: _LoadedModels(self._cfg))
-        self.name = f"ctranslate2-{self._models.digest}"
         return self
 
     def __exit__(self, *exc_info) -> None:
