@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from polycap.transforms.clean import CleanConfig
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError
-from polycap.transforms.keep import KeepConfig
+from polycap.transforms.keep import MAX_MARGIN, KeepConfig
 from polycap.transforms.languages import is_language_code
 from polycap.transforms.propn import PropnConfig
 from polycap.transforms.read import InputConfig, ReadConfig
@@ -58,6 +58,23 @@ class Config(Section):
         if len(set(codes)) != len(codes):
             raise ValueError("a language is listed twice")
         return codes
+
+    @model_validator(mode="after")
+    def _threshold_in_its_scores_range(self) -> "Config":
+        threshold = self.keep.min_similarity
+        if threshold is None:
+            return self
+        if self.score.margin and not 0.0 < threshold <= MAX_MARGIN:
+            raise ValueError(
+                f"keep.min_similarity: {threshold} with score.margin: true is a ratio-margin "
+                f"threshold, in (0, {MAX_MARGIN:g}] (1.0: as good as its neighbours; ~1.0 and up)"
+            )
+        if not self.score.margin and threshold > 1.0:
+            raise ValueError(
+                f"keep.min_similarity: {threshold} is a cosine threshold, in [-1, 1]; a margin "
+                "threshold needs score.margin: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_needs_a_fixed_threshold(self) -> "Config":

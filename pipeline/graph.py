@@ -111,6 +111,7 @@ class _Stages:
         self._store_root = store_root
         self._run_id = run_id
         self._dry_run = dry_run
+        self._margin_reference = None
 
     def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
@@ -126,8 +127,11 @@ class _Stages:
         # Scoring groups the pairs by source text, which also spreads the provider step's output
         # (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and CPU/GPU-bound
         # scoring in separate stages.
-        scored = translated.kept | f"Score{label}" >> ScorePairs(self._cfg.score)
-        return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep)
+        # With score.margin, quota fill's rounds score against round 1's reference.
+        score = ScorePairs(self._cfg.score, reference=self._margin_reference)
+        scored = translated.kept | f"Score{label}" >> score
+        self._margin_reference = score.reference
+        return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep, self._cfg.score.margin)
 
 
 def _sample_to_keep(eligible, cfg: Config, stages: _Stages) -> tuple:

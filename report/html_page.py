@@ -545,8 +545,8 @@ def _negatives_table(negatives: dict) -> str:
         "Precision and recall: the true pairs against as many of these negatives as there are, "
         "accepted when they pass the checks and reach the threshold. The ratio margin (Artetxe "
         f"& Schwenk 2019, k = {negatives['margin']['k']}, neighbours among "
-        f"{negatives['margin']['pool_pairs']:,} of the reference pairs) is measured only: the "
-        "pipeline scores with the cosine."
+        f"{negatives['margin']['reference_pairs']:,} reference pairs, a pair never its own) is "
+        "what the pipeline scores with score.margin: true."
     )
     return _table(["negatives", "pairs", "cosine ROC AUC", "margin ROC AUC", "caught by the checks",
                    "decision precision", "decision recall"], rows) + note

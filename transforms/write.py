@@ -46,6 +46,7 @@ ACCEPTED_SCHEMA = pa.schema(
         ("translated_text", pa.string()),
         ("provider", pa.string()),
         ("similarity", pa.float64()),
+        ("margin", pa.float64()),
         ("propn_ratio", pa.float64()),
     ]
 )
