@@ -77,6 +77,17 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _margin_reference_within_the_sample(self) -> "Config":
+        if self.score.margin and self.sample.per_language < self.score.margin_reference_pairs:
+            raise ValueError(
+                f"score.margin_reference_pairs: {self.score.margin_reference_pairs} is more than "
+                f"sample.per_language ({self.sample.per_language}): a reference drawn from fewer "
+                "pairs than calibrated raises every margin; set it to at most per_language and "
+                "calibrate with --margin-reference-pairs"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fill_needs_a_fixed_threshold(self) -> "Config":
         if self.sample.fill and (self.keep.keep_top_fraction is not None or self.keep.memory_share is not None):
             raise ValueError(

@@ -316,7 +316,13 @@ def negatives(
     perturbed = _negative_kind(*truth, *(np.concatenate(part) for part in zip(*every_kind)))
     return {
         "true_pairs_passing_checks": round(float(true_pass.mean()), 4),
-        "margin": {"k": score.margin_k, "reference_pairs": len(pool)},
+        "margin": {
+            "k": score.margin_k,
+            "reference_pairs": len(pool),
+            "true_quantiles": quantiles(true_margins),
+            # keep.min_similarity with score.margin that keeps 99 % of these human translations
+            "keeps_99_percent": round(float(np.quantile(true_margins, 0.01)), 3),
+        },
         "random": _negative_kind(*truth, *judged(random_pairs)),
         "hard": _negative_kind(*truth, *judged(hard_pairs)),
         "perturbed": {**perturbed, "kinds": kinds},
@@ -391,13 +397,19 @@ def calibrate(
     source_col: Optional[str] = None,
     target_col: Optional[str] = None,
     allow_uncovered: bool = False,
+    margin_reference_pairs: Optional[int] = None,
     load: Callable[[ScoreConfig], encoders.Encoder] = encoders.load_encoder,
 ) -> dict:
     """The calibration of ``scorer`` on ``references`` for each of ``languages`` (see the module
-    docstring); nothing is written."""
+    docstring); nothing is written. ``margin_reference_pairs``: the run's
+    ``score.margin_reference_pairs`` (default: its default)."""
     cfg, missing = _checked_scorer(
         references, languages, source_lang, scorer, precision, allow_uncovered
     )
+    if margin_reference_pairs is not None:
+        if margin_reference_pairs < 2:
+            raise ConfigError(f"--margin-reference-pairs {margin_reference_pairs}: expected 2 or more")
+        cfg = cfg.model_copy(update={"margin_reference_pairs": margin_reference_pairs})
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     sets = {
         lang: read_parallel("--references", references, source_lang, lang, source_col, target_col)
@@ -490,6 +502,13 @@ def summary(calibration: dict, written: dict) -> str:
             f"mismatched p50 {result['mismatched_quantiles']['p50']:.3f}; {threshold['rule']}: "
             f"min_similarity {threshold['min_similarity']:.3f} (precision "
             f"{threshold['precision']:.3f}, recall {threshold['recall']:.3f}){flag}"
+        )
+    for lang, result in calibration["languages"].items():
+        scored = result["negatives"]["margin"]
+        lines.append(
+            f"{lang} ratio margin (score.margin, {scored['reference_pairs']} reference pairs): "
+            f"human translations p50 {scored['true_quantiles']['p50']:.3f}; keep.min_similarity "
+            f"{scored['keeps_99_percent']:.3f} keeps 99 % of them"
         )
     if calibration["keep"] is not None:
         lines.append(

@@ -147,9 +147,11 @@ def similarity(lang: str, numbers: dict, rule: dict) -> str:
             else f"top {rule.get('keep_top_fraction', 0):.0%} ended at {threshold:.3f}"
         )
         axes.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5, label=label)
+    margin = rule.get("score") == "margin"
     return _score_histogram(
-        figure, axes, "cosine similarity of source and translation",
-        f"{lang}: similarity scores ({numbers['scored']:,} scored pairs)",
+        figure, axes,
+        "ratio margin of source and translation" if margin else "cosine similarity of source and translation",
+        f"{lang}: {'margin' if margin else 'similarity'} scores ({numbers['scored']:,} scored pairs)",
         f"Histogram of similarity scores for {lang} with the threshold", f"similarity-{lang}",
     )
 

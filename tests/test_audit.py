@@ -21,7 +21,7 @@ import pytest
 
 from polycap.pipeline import cli
 
-from polycap.report import audit, pairs_audit, runfacts
+from polycap.report import audit, html_page, pairs_audit, runfacts
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.encoders import load_encoder
 from tests.conftest import MULTI30K, ROOT
@@ -336,6 +336,25 @@ def test_top_fraction_runs_draw_where_the_fraction_ended_and_untranslated_pairs_
     assert [e["caption_id"] for e in numbers["examples"]["best"]] == ["a", "b", "c"]
     assert [e["caption_id"] for e in numbers["examples"]["worst"]] == ["c", "b", "a"]
     assert result["ok"], result["checks"]
+
+
+def test_a_margin_run_is_judged_and_shown_on_the_margin():
+    rows = [dict(_row("a", "de", "accepted", 0.8), margin=1.6),
+            dict(_row("b", "de", "accepted", 0.6), margin=1.2),
+            dict(_row("c", "de", "rejected", 0.7, "keep", "low_similarity"), margin=0.9)]
+    run = {"config": {"keep": {"min_similarity": 1.1}, "score": {"margin": True}}}
+    result = audit.analyse(_audited(rows, run))
+    assert result["keep_rule"] == {"min_similarity": 1.1, "score": "margin"}
+    numbers = result["languages"]["de"]
+    # ranked by the margin (c's cosine is above b's), each example with its cosine beside it
+    assert [(e["caption_id"], e["similarity"], e["cosine"]) for e in numbers["examples"]["best"]] == [
+        ("a", 1.6, 0.8), ("b", 1.2, 0.6), ("c", 0.9, 0.7)]
+    assert numbers["similarity_histogram"]["edges"][-1] == 1.6
+    assert result["ok"], result["checks"]
+    rows[1]["margin"] = 1.0  # accepted below the margin threshold, though its cosine is 0.6
+    broken = audit.analyse(_audited(rows, run))["checks"]
+    assert not broken["de: every accepted pair scores at least min_similarity"]
+    assert "ratio margin" in html_page.render(result)
 
 
 def test_propn_removals_are_shown_nearest_the_cut_off_and_most_proper_nouns():

@@ -128,6 +128,9 @@ def test_hard_and_perturbed_negatives_beside_the_random_ones(multi30k, lang):
     assert 0.9 < negatives["hard"]["cosine_auc"] < result["auc"]  # harder, as they should be
     # the ratio margin tells a hard negative from the truth better than the cosine does
     assert negatives["hard"]["margin_auc"] > max(0.99, negatives["hard"]["cosine_auc"])
+    scored = negatives["margin"]  # what keep.min_similarity means with score.margin
+    assert (scored["k"], scored["reference_pairs"]) == (4, 1000)
+    assert 1.0 < scored["keeps_99_percent"] < scored["true_quantiles"]["p50"] < 2.0
     assert negatives["true_pairs_passing_checks"] >= 0.985  # val is the hardest split: 1.1 % (de)
     kinds = negatives["perturbed"]["kinds"]
     assert set(kinds) == {"number_changed", "name_swapped", "cut_in_half", "half_echoed",

@@ -47,6 +47,7 @@ def test_every_shipped_config_loads():
         (_with(keep={"min_similarity": 0.0}, score={"margin": True}), r"^keep.min_similarity: 0.0 with score.margin: true is a ratio-margin threshold, in \(0, 3\]"),
         (_with(keep={"min_similarity": 3.5}, score={"margin": True}), r"^keep.min_similarity: 3.5 with score.margin"),
         (_with(score={"margin": True, "margin_reference_pairs": 1}), r"^score.margin_reference_pairs: .*greater than or equal to 2"),
+        (_with(keep={"min_similarity": 1.1}, score={"margin": True}), r"^score.margin_reference_pairs: 1000 is more than sample.per_language \(10\)"),
         (_with(keep={"min_similarity": -1.01}), r"^keep.min_similarity: .*greater than or equal to -1"),
         (_with(keep={}), r"^keep: set exactly one of min_similarity and keep_top_fraction"),
         (_with(keep={"keep_top_fraction": 0.5, "memory_share": 0.99}), r"^keep: memory_share raises min_similarity per language: set min_similarity"),
@@ -94,6 +95,7 @@ def test_load_reports_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_with_margin_min_similarity_is_a_margin_threshold():
-    cfg = config.from_dict(_with(keep={"min_similarity": 1.05}, score={"margin": True}))
+    score = {"margin": True, "margin_reference_pairs": 10}
+    cfg = config.from_dict(_with(keep={"min_similarity": 1.05}, score=score))
     assert (cfg.score.margin, cfg.keep.min_similarity) == (True, 1.05)
-    assert (cfg.score.margin_k, cfg.score.margin_reference_pairs, cfg.score.margin_seed) == (4, 1000, 0)
+    assert (cfg.score.margin_k, cfg.score.margin_reference_pairs, cfg.score.margin_seed) == (4, 10, 0)
