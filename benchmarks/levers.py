@@ -1,6 +1,6 @@
 """Measure the speed levers of issue 6 one at a time (not part of ``make bench``: ~20 minutes).
 
-    python -m benchmarks.levers [--n 2000] [--repeats 1] [--only bare,polycap,torch,preselect,translation]
+    python -m benchmarks.levers [--n 2000] [--repeats 1] [--only bare,polycap,preselect,translation]
 
 - ``bare``: the model work alone (``workloads.py bare``): spaCy's full pipeline against only the
   POS components; ``nlp.pipe`` batch sizes; one ``encode`` call against RunInference-sized
@@ -11,9 +11,6 @@
   set through ``--set``. Metric: wall and CPU seconds of the whole run.
 - ``translation``: the translate stage against the 50 ms server (``run.translation``) with
   ``PROVIDER_BUCKETS`` 64 (now), 8 and 2, edited in scratch copies. Metric: served requests/s.
-- ``torch``: polycap (1 and 2 workers) with torch not importable (a ``sitecustomize`` on
-  PYTHONPATH), as if sentence-transformers were an optional extra: spaCy's thinc and Beam's
-  RunInference both import torch in every process when it is installed.
 - ``preselect``: ``sample.preselect_margin`` null (tag every caption) against 1.25 (tag only what
   sampling can still keep), at ``sample.per_language`` = N/10 (a job that samples a tenth of its
   captions) and = N (everything sampled: the lever's overhead). The accepted pairs must be the
@@ -130,32 +127,6 @@ def polycap_levers(args, repo: Path, bench: corpus.Corpus, logs: Path) -> list[d
     return rows
 
 
-def no_torch_levers(args, repo: Path, bench: corpus.Corpus, workdir: Path, logs: Path) -> list[dict]:
-    """polycap with torch not importable, as if sentence-transformers were an optional extra:
-    spaCy (``thinc.compat``) and Beam's RunInference (``apache_beam/ml/inference/base.py`` ->
-    ``model_manager``) both import torch in every process when it is installed, ~3-4 s of CPU
-    per process here; RunInference alone adds scipy on top (0.5 s, 33 MB once spaCy has loaded
-    torch). A ``sitecustomize`` on PYTHONPATH blocks torch in the driver and in every worker."""
-    blocker = workdir / "no-torch"
-    blocker.mkdir(parents=True, exist_ok=True)
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\nsys.modules['torch'] = None  # benchmarks/levers.py: as if torch were not installed\n",
-        encoding="utf-8",
-    )
-    rows = []
-    for workers in (1, 2):
-        for variant, path in (("torch installed (now)", None), ("torch not importable", blocker)):
-            runs = [
-                run_polycap(repo, bench, workers, logs,
-                            f"lever-torch-{workers}w-{'no' if path else 'yes'}-r{repeat + 1}", (), path)
-                for repeat in range(args.repeats)
-            ]
-            row = _polycap_row(f"import torch in every process, {workers} worker(s)", variant, runs)
-            rows.append(row)
-            log(f"{row['lever']} / {variant}: {row['seconds']} s wall, {row['cpu_s']} s CPU")
-    return rows
-
-
 def scratch_copy(repo: Path, destination: Path) -> Path:
     """The checkout's code and data, without its virtual environment, history or outputs."""
     ignore = shutil.ignore_patterns(".venv", ".git", "out", "__pycache__", "*.egg-info", ".pytest_cache")
@@ -231,7 +202,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levers")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--only", default="bare,polycap,torch,preselect,translation")
+    parser.add_argument("--only", default="bare,polycap,preselect,translation")
     parser.add_argument("--repo", type=Path, default=HERE.parent)
     parser.add_argument("--results", type=Path, default=LEVERS)
     parser.add_argument("--workdir", type=Path)
@@ -251,8 +222,6 @@ def main(argv=None) -> int:
             results["rows"] += bare_levers(args, repo, bench, logs)
         if "polycap" in only:
             results["rows"] += polycap_levers(args, repo, bench, logs)
-        if "torch" in only:
-            results["rows"] += no_torch_levers(args, repo, bench, workdir, logs)
         if "preselect" in only:
             results["rows"] += preselect_levers(args, repo, bench, logs)
         if "translation" in only:

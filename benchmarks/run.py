@@ -181,10 +181,8 @@ def accepted_of(output: Path) -> dict:
 
 def run_polycap(
     repo: Path, bench: corpus.Corpus, workers: int, logs: Path, label: str, settings=(),
-    pythonpath: Optional[Path] = None,
 ) -> dict:
-    """``polycap run`` on FnApiRunner: in process for one worker, else ``multi_processing``.
-    ``pythonpath``: a directory put first on every process's path (a lever's sitecustomize)."""
+    """``polycap run`` on FnApiRunner: in process for one worker, else ``multi_processing``."""
     output = bench.directory / f"out-{label}"
     beam_options = []
     if workers > 1:
@@ -193,10 +191,7 @@ def run_polycap(
         sys.executable, *POLYCAP, "run", "--quiet", "--config", str(bench.config), "--output", str(output),
         *[f"--set={setting}" for setting in settings], *beam_options,
     ]
-    env = child_env(repo)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env["PYTHONPATH"]])
-    measured = measure.run(command, repo, logs / f"{label}.log", env)
+    measured = measure.run(command, repo, logs / f"{label}.log", child_env(repo))
     row = _measured(measured, bench.n)
     if measured.returncode != 0:
         row["error"] = _tail(measured.log)

@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from polycap.pipeline import config, filesystems, graph
 from polycap.report import audit, calibrate, pairs_audit, runfacts
-from polycap.transforms import encoders, progress
+from polycap.transforms import progress
 from polycap.transforms.errors import ConfigError, PolycapError
 from polycap.transforms.read import UnreadableFiles
 from polycap.transforms.write import DRY_RUN_FILE, clear_run_outputs
@@ -144,9 +144,6 @@ def _prepare(argv: Sequence[str]):
     filesystems.check_stores_reachable(cfg, options, output)
     filesystems.forward_options_to_worker_processes(options)
     graph.check_before_running(cfg, workers_here=filesystems.workers_run_here(options))
-    if cfg.score.threads is None:
-        threads = encoders.threads_for(filesystems.bundles_at_once(options))
-        cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"threads": threads})})
     if cfg.translation.max_characters is not None:  # for the progress line's "billed N of CAP"
         os.environ[progress.CAP_ENV] = str(cfg.translation.max_characters)
     # Workers may start in another directory (portable runners, Dataflow): no relative paths.

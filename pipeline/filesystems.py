@@ -80,14 +80,6 @@ def worker_provision_info(options: PipelineOptions) -> fn_runner.ExtendedProvisi
     )
 
 
-def bundles_at_once(options: PipelineOptions) -> Optional[int]:
-    """How many bundles Beam's local runner runs side by side on this machine (its
-    ``direct_num_workers``; FnApiRunner runs one stage at a time); None for a remote runner."""
-    if not workers_run_here(options):
-        return None
-    return max(1, options.view_as(DirectOptions).direct_num_workers or 1)
-
-
 def workers_run_here(options: PipelineOptions) -> bool:
     """Whether ``options`` run the workers on this machine (Beam's local runners)."""
     runner = options.view_as(StandardOptions).runner

@@ -124,14 +124,16 @@ class _Stages:
         return pairs | f"Translate{label}" >> stage, stage.spent
 
     def score_and_keep(self, translated: StageOutput, label: str = "") -> tuple[StageOutput, StageOutput]:
-        # Scoring groups the pairs by source text, which also spreads the provider step's output
-        # (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and CPU/GPU-bound
-        # scoring in separate stages.
+        # Scoring groups the pairs into buckets by source text, which also spreads the provider
+        # step's output (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and
+        # CPU/GPU-bound scoring in separate stages. The buckets are sized from the config alone.
         # With score.margin, quota fill's rounds score against round 1's reference.
-        score = ScorePairs(self._cfg.score, reference=self._margin_reference)
+        cfg = self._cfg
+        pairs_expected = cfg.sample.per_language * len(cfg.languages)
+        score = ScorePairs(cfg.score, pairs_expected=pairs_expected, reference=self._margin_reference)
         scored = translated.kept | f"Score{label}" >> score
         self._margin_reference = score.reference
-        return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep, self._cfg.score.margin)
+        return scored, scored.kept | f"Keep{label}" >> KeepPairs(cfg.keep, cfg.score.margin)
 
 
 def _sample_to_keep(eligible, cfg: Config, stages: _Stages) -> tuple:

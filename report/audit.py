@@ -818,7 +818,7 @@ def compute(root: str) -> dict:
 
 def write_report(root: str, audit: dict) -> dict:
     """Write ``audit`` as ``audit/audit.json`` and ``audit/audit.html`` under ``root``."""
-    from polycap.report import html_page  # matplotlib loads only when a report is drawn
+    from polycap.report import html_page
 
     root = root.rstrip("/")
     for path, text in (

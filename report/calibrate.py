@@ -470,7 +470,7 @@ def fragment(calibration: dict) -> Optional[str]:
 def write(output: str, calibration: dict) -> dict:
     """Write ``calibration.json``, ``calibration.html`` and (when usable) ``keep.yaml`` under
     ``output``; returns {kind: path} of what was written."""
-    from polycap.report import html_page  # matplotlib loads only when a report is drawn
+    from polycap.report import html_page
 
     output = output.rstrip("/")
     texts = {

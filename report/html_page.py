@@ -2,7 +2,7 @@
 self-contained HTML page.
 
 Every number on a page comes from the dict written beside it as JSON; this module only lays it
-out, and ``pipeline/plots.py`` draws the figures as inline PNGs. No script, no stylesheet link,
+out, and ``report/plots.py`` draws the figures as inline SVG. No script, no stylesheet link,
 no font or image from the network: the page opens offline, from a CI artifact or an e-mail.
 """
 
@@ -34,8 +34,8 @@ table.examples { table-layout: fixed; width: 100%; } table.examples td { word-wr
 table.examples col.score { width: 5rem; } table.examples col.outcome { width: 9rem; }
 table.examples col.id { width: 9rem; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-.plots img { width: calc(50% - .75rem); min-width: 420px; box-sizing: border-box; }
-img.plot { max-width: 100%; border: 1px solid #e3e7ea; }
+.plots .plot { width: calc(50% - .75rem); min-width: 420px; box-sizing: border-box; }
+.plot { max-width: 100%; height: auto; border: 1px solid #e3e7ea; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 pre { background: #f5f7f8; padding: .6rem; overflow-x: auto; font-size: .85rem; }

@@ -1,8 +1,7 @@
 """The audit: its numbers against counts taken from the Parquet files themselves, its page (every
-section, one inline PNG per plot, rendered by headless Chromium), the pure helpers, run facts, and
+section, one inline SVG per plot, rendered by headless Chromium), the pure helpers, run facts, and
 ``polycap audit --pairs`` on real Multi30k pairs in Parquet, CSV and JSON Lines."""
 
-import base64
 import json
 import re
 import shutil
@@ -10,6 +9,7 @@ import statistics
 import subprocess
 from collections import Counter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import apache_beam
 import numpy as np
@@ -245,23 +245,38 @@ def test_run_facts_name_versions_runner_time_and_config(demo):
 # ---------------------------------------------------------------------------------- the page
 
 
-def _images(page: str) -> list[tuple[str, bytes]]:
-    found = re.findall(
-        r'<img [^>]*data-plot="([^"]+)"[^>]*src="data:image/png;base64,([^"]+)"', page
-    )
-    return [(name, base64.b64decode(data)) for name, data in found]
+SVG = "{http://www.w3.org/2000/svg}"
 
 
-def test_page_has_every_section_and_an_inline_png_per_plot(page):
+def _plots(page: str) -> list[tuple[str, ElementTree.Element]]:
+    """Each inline chart with its data-plot name, parsed as XML (so its text was escaped)."""
+    found = re.finditer(r'<svg class="plot" data-plot="([^"]+)".*?</svg>', page, flags=re.S)
+    return [(chart[1], ElementTree.fromstring(chart[0])) for chart in found]
+
+
+def _marks(chart: ElementTree.Element) -> ElementTree.Element:
+    """What a chart draws from its data: not its axes, text or legend."""
+    (marks,) = [group for group in chart.iter(f"{SVG}g") if group.get("class") == "marks"]
+    return marks
+
+
+def test_page_has_every_section_and_an_inline_svg_per_plot(page):
     for section in SECTIONS + tuple(f"lang-{lang}" for lang in LANGUAGES):
         assert f'id="{section}"' in page, section
-    images = _images(page)
+    plots = _plots(page)
     expected = {"funnel", "outcomes", "propn", "datasets"} | {
         f"{kind}-{lang}" for kind in ("similarity", "length-ratio") for lang in LANGUAGES
     }
-    assert sorted(name for name, _ in images) == sorted(expected)
-    assert page.count("<img") == len(expected)
-    assert all(data.startswith(PNG) and len(data) > 5_000 for _, data in images)
+    assert sorted(name for name, _ in plots) == sorted(expected)
+    assert page.count("<svg") == len(expected) and "<img" not in page
+    for name, chart in plots:
+        assert len(_marks(chart)) > 0, f"{name} draws nothing"
+        assert chart.get("role") == "img" and chart.find(f"{SVG}title").text, name
+    for name, chart in plots:
+        if name.startswith("similarity-"):
+            accepted = [rect for rect in _marks(chart).iter(f"{SVG}rect")
+                        if rect.get("fill") == "#2a9d8f"]
+            assert len(accepted) > 3, f"{name}: no accepted bars drawn"
 
 
 def test_page_is_self_contained_and_readable_without_code(demo, page):
@@ -554,7 +569,7 @@ def test_pairs_audit_counts_scores_and_reports(pairs_report):
     assert de["similarity_quantiles"]["p50"] > 0.7
     assert de["threshold"] == 0.5 and result["ok"]
     page = (output / "audit" / "audit.html").read_text()
-    assert {name for name, _ in _images(page)} == {
+    assert {name for name, _ in _plots(page)} == {
         "funnel",
         "outcomes",
         "datasets",

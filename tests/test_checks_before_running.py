@@ -71,20 +71,3 @@ def test_only_local_runners_count_as_workers_on_this_machine():
     assert here("--runner=DirectRunner")
     assert not here("--runner=DataflowRunner")
     assert not here("--runner=PortableRunner")
-
-
-def test_the_encoder_gets_the_cores_each_bundle_gets():
-    # One bundle at a time (FnApiRunner in process): every core; k worker processes: cores / k;
-    # a remote runner, which runs a bundle per core: one thread.
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from polycap.pipeline import filesystems
-    from polycap.transforms.encoders import threads_for
-
-    def threads(*argv, cores=4):
-        return threads_for(filesystems.bundles_at_once(PipelineOptions(list(argv))), cores)
-
-    assert threads("--runner=FnApiRunner") == 4
-    assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 2
-    assert threads("--runner=FnApiRunner", "--direct_num_workers=8") == 1
-    assert threads("--runner=DataflowRunner") == 1

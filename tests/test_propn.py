@@ -62,6 +62,38 @@ def test_check_model_rejects_a_pipeline_without_tagger(tmp_path):
         check_model(str(tmp_path / "blank"))
 
 
+def test_check_model_rejects_a_transformer_pipeline(tmp_path):
+    import json
+
+    import spacy
+
+    spacy.blank("en").to_disk(tmp_path / "trf")
+    meta = json.loads((tmp_path / "trf" / "meta.json").read_text())
+    meta["pipeline"] = ["transformer", "tagger", "attribute_ruler"]
+    (tmp_path / "trf" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="is a transformer pipeline"):
+        check_model(str(tmp_path / "trf"))
+
+
+def test_a_tagging_process_never_imports_torch():
+    """torch_free: the driver's imports and a spaCy tagger in a fresh process leave torch
+    unimported, and torch stays importable afterwards (the sentence-transformers scorer)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import polycap.pipeline.cli\n"
+        "from polycap.transforms.pos_tagger import load_spacy_tagger\n"
+        f"tags = [t.pos_ for t in load_spacy_tagger({MODEL!r})('A dog in Paris.')]\n"
+        "before = 'torch' in sys.modules\n"
+        "import torch\n"
+        "print(before, tags[-2], torch.zeros(1).shape[0])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "PROPN", "1"]
+
+
 def test_load_failure_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot load spaCy model"):
         load_spacy_tagger("no_such_spacy_model_xx")

