@@ -22,6 +22,8 @@ import pytest
 from polycap.pipeline import cli
 
 from polycap.report import audit, html_page, pairs_audit, runfacts
+from polycap.report.parallel_sets import ParallelSet
+from polycap.transforms.checks import ChecksConfig, PairChecks
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.encoders import load_encoder
 from tests.conftest import MULTI30K, ROOT
@@ -601,6 +603,20 @@ def test_pairs_audit_writes_every_row_with_its_outcome_and_reason_as_parquet(pai
     accepted = [row for row in rows.values() if row["outcome"] == "accepted"]
     assert len(accepted) == result["languages"]["de"]["accepted"]
     assert all(row["reason"] is None and row["similarity"] >= 0.5 for row in accepted)
+    assert all(row["sent_text"] is None for row in rows.values())  # no shouting caption in val
+
+
+def test_pairs_audit_rows_say_what_a_run_would_send_for_a_shouting_caption(tmp_path):
+    # MSCOCO-it 174015: Bing copied half of the shouting caption; a run sends it recased
+    shouting = "A POLICE OFFICER IS SITTIGN DOWN TALKING"
+    pairs = ParallelSet(["it:1", "it:2"], ["it", "it"], [shouting, "A dog runs on the beach."],
+                        ["UN POLICE OFFICER È SITTIGN DOWN TALKING", "Un cane corre sulla spiaggia."])
+    judged = pairs_audit.audited(pairs, "it", {0: 0.96, 1: 0.8}, None, str(tmp_path), {},
+                                 PairChecks(ChecksConfig()))
+    pairs_audit.write_pairs(str(tmp_path), judged.rows, "en", "it")
+    rows = pq.read_table(tmp_path / pairs_audit.PAIRS_FILE).to_pylist()
+    assert [(row["sent_text"], row["reason"]) for row in rows] == [
+        ("A police officer is sittign down talking", "partial_echo"), (None, None)]
 
 
 @pytest.mark.parametrize("name", ["val.csv", "val.jsonl"])
