@@ -108,8 +108,10 @@ def _chunk(first_id: int, rows: int, outcome: str, stage, reason, lang, rng) -> 
             pc.binary_join_element_wise(_pick(_TRANSLATIONS, rows, rng), ids, " ")
             if translated else nulls(pa.string())
         ),
+        "sent_text": nulls(pa.string()),
         "provider": constant("memory") if translated else nulls(pa.string()),
         "similarity": similarity,
+        "margin": nulls(pa.float64()),
         "propn_ratio": propn_ratio,
     }
     schema = ACCEPTED_SCHEMA

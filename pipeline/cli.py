@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     calibrate_command.add_argument(
         "--output", default="calibration", help="directory for the results"
     )
+    calibrate_command.add_argument(
+        "--margin-reference-pairs", type=int,
+        help="the run's score.margin_reference_pairs, for the ratio margin (default: its default)",
+    )
     _scorer_options(calibrate_command)
     return parser
 
@@ -260,6 +264,7 @@ def _calibrate(args) -> str:
         source_col=args.source_col,
         target_col=args.target_col,
         allow_uncovered=args.allow_uncovered,
+        margin_reference_pairs=args.margin_reference_pairs,
     )
     return calibrate.summary(result, calibrate.write(args.output, result))
 

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from polycap.transforms.clean import CleanConfig
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError
-from polycap.transforms.keep import KeepConfig
+from polycap.transforms.keep import MAX_MARGIN, KeepConfig
 from polycap.transforms.languages import is_language_code
 from polycap.transforms.propn import PropnConfig
 from polycap.transforms.read import InputConfig, ReadConfig
@@ -66,6 +66,34 @@ class Config(Section):
             # A provider for a language the run does not translate is a typo or a stale line.
             raise ValueError(
                 f"translation.providers.{stray[0]}: not one of languages ({', '.join(self.languages)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _threshold_in_its_scores_range(self) -> "Config":
+        threshold = self.keep.min_similarity
+        if threshold is None:
+            return self
+        if self.score.margin and not 0.0 < threshold <= MAX_MARGIN:
+            raise ValueError(
+                f"keep.min_similarity: {threshold} with score.margin: true is a ratio-margin "
+                f"threshold, in (0, {MAX_MARGIN:g}] (1.0: as good as its neighbours; ~1.0 and up)"
+            )
+        if not self.score.margin and threshold > 1.0:
+            raise ValueError(
+                f"keep.min_similarity: {threshold} is a cosine threshold, in [-1, 1]; a margin "
+                "threshold needs score.margin: true"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _margin_reference_within_the_sample(self) -> "Config":
+        if self.score.margin and self.sample.per_language < self.score.margin_reference_pairs:
+            raise ValueError(
+                f"score.margin_reference_pairs: {self.score.margin_reference_pairs} is more than "
+                f"sample.per_language ({self.sample.per_language}): a reference drawn from fewer "
+                "pairs than calibrated raises every margin; set it to at most per_language and "
+                "calibrate with --margin-reference-pairs"
             )
         return self
 

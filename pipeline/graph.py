@@ -116,6 +116,7 @@ class _Stages:
         self._store_root = store_root
         self._run_id = run_id
         self._dry_run = dry_run
+        self._margin_reference = None
 
     def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
@@ -131,10 +132,13 @@ class _Stages:
         # Scoring groups the pairs into buckets by source text, which also spreads the provider
         # step's output (from at most PROVIDER_BUCKETS groups) and keeps network-bound calls and
         # CPU/GPU-bound scoring in separate stages. The buckets are sized from the config alone.
+        # With score.margin, quota fill's rounds score against round 1's reference.
         cfg = self._cfg
         pairs_expected = cfg.sample.per_language * len(cfg.languages)
-        scored = translated.kept | f"Score{label}" >> ScorePairs(cfg.score, pairs_expected=pairs_expected)
-        return scored, scored.kept | f"Keep{label}" >> KeepPairs(self._cfg.keep)
+        score = ScorePairs(cfg.score, pairs_expected=pairs_expected, reference=self._margin_reference)
+        scored = translated.kept | f"Score{label}" >> score
+        self._margin_reference = score.reference
+        return scored, scored.kept | f"Keep{label}" >> KeepPairs(cfg.keep, cfg.score.margin)
 
 
 def _sample_to_keep(eligible, cfg: Config, stages: _Stages) -> tuple:

@@ -6,7 +6,10 @@ The pipeline's own counts (``audit/counts.json``: read, eligible, sampled per la
 checked against the rows in the files: ``read = invalid + duplicate + propn + failed + eligible``
 and, per language, ``sampled = accepted + rejected + failed``. A broken law is a bug, and the
 audit says so in ``checks``. The run's facts (``audit/run.json``, written by ``polycap run``:
-config, versions, runner, times) give the thresholds the report draws.
+config, versions, runner, times) give the thresholds the report draws, and the score they apply
+to: the cosine (``similarity``), or with ``score.margin`` the ratio margin (``margin``), which
+then stands in for ``similarity`` in every number, example and law of a language (``scored_by``;
+examples keep the cosine beside it).
 
 ``audit.json`` holds every number of the report; ``audit.html`` (``html_page.py``) only
 draws and lays them out. Memory: the files are read a batch at a time, only the columns the
@@ -58,8 +61,9 @@ LENGTH_RATIO_EDGES = [round(0.1 * step, 1) for step in range(31)]  # 0.0 .. 3.0;
 PROPN_EDGES = [round(0.05 * step, 2) for step in range(21)]  # 0.0 .. 1.0
 
 _COLUMNS = ["caption_id", "dataset", "image_id", "image_url", "target_lang", "source_text",
-            "translated_text", "provider", "similarity", "propn_ratio"]
+            "translated_text", "provider", "similarity", "margin", "propn_ratio"]
 ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
+COSINE, MARGIN = "cosine", "margin"  # the scores a keep rule can apply to (``threshold_rule``)
 # The reasons each early stage counts (its other counters, such as kept, are not rows).
 _REASONS = {
     Stage.READ: {reason.value for reason in read.Reason},
@@ -90,6 +94,7 @@ class Scanned(NamedTuple):
     ``groups``: one dict per distinct (``_GROUP_KEYS``) with ``rows`` and ``characters`` (source
     characters), which every count is summed from; ``sampled``: one narrow row per sampled pair
     (``target_lang`` set): caption_id, target_lang, outcome, untranslated, reason, similarity,
+    margin,
     propn_ratio, source_chars, translated_chars and where it lies (``part``, ``row``);
     ``removed``: caption_id, propn_ratio, part, row of every caption the PROPN stage removed;
     ``unreadable``: the ids of the rows that name an input file read only up to a break;
@@ -160,6 +165,7 @@ class _Scanner:
                     "untranslated": pc.fill_null(pc.equal(reason, UNTRANSLATED), False),
                     "reason": reason,
                     "similarity": batch["similarity"],
+                    "margin": batch["margin"],
                     "propn_ratio": batch["propn_ratio"],
                     "source_chars": source_chars,
                     "translated_chars": pc.utf8_length(batch["translated_text"]),
@@ -324,9 +330,12 @@ def _counts(groups: Iterable[dict], key: str) -> dict:
 
 
 def _similarity_edges(scores: np.ndarray) -> list[float]:
+    """Bins of ``SIMILARITY_BIN`` from 0 (or below the lowest score) to 1 (or above the highest:
+    a margin)."""
     low = min(0.0, float(scores.min())) if len(scores) else 0.0
     low = math.floor(low * 10) / 10
-    steps = round((1.0 - low) / SIMILARITY_BIN)
+    high = max(1.0, math.ceil(float(scores.max()) * 10) / 10) if len(scores) else 1.0
+    steps = round((high - low) / SIMILARITY_BIN)
     return [round(low + SIMILARITY_BIN * step, 4) for step in range(steps + 1)]
 
 
@@ -336,10 +345,28 @@ def _floats(column) -> np.ndarray:
 
 def threshold_rule(run: dict) -> dict:
     """The keep rule of the run, from its config: ``{"min_similarity": x}``,
-    ``{"keep_top_fraction": f}`` or {} when the run facts do not say."""
-    keep = run.get("config", {}).get("keep", {})
+    ``{"keep_top_fraction": f}`` (and ``memory_share``), with the score it applies to
+    (``"score"``: ``cosine``, or ``margin`` with ``score.margin``); {} when the run facts do
+    not say."""
+    config = run.get("config", {})
+    keep = config.get("keep", {})
     rules = ("min_similarity", "keep_top_fraction", "memory_share")  # not the checks' switches
-    return {name: keep[name] for name in rules if keep.get(name) is not None}
+    rule = {name: keep[name] for name in rules if keep.get(name) is not None}
+    if rule:
+        rule["score"] = MARGIN if config.get("score", {}).get("margin") else COSINE
+    return rule
+
+
+def scored_by(rule: dict, pairs: pa.Table, fetch: Callable[[list], list]) -> tuple:
+    """(``pairs``, ``fetch``) with ``similarity`` holding the score the keep rule decided on: with
+    ``score.margin`` the margin, and the fetched rows keep the cosine as ``cosine``. Every
+    number, example and law of a language then speaks of that score."""
+    if rule.get("score") != MARGIN:
+        return pairs, fetch
+    pairs = pairs.set_column(pairs.schema.get_field_index("similarity"), "similarity", pairs["margin"])
+    return pairs, lambda located: [
+        {**row, "similarity": row["margin"], "cosine": row["similarity"]} for row in fetch(located)
+    ]
 
 
 def length_ratios(pairs: pa.Table) -> np.ndarray:
@@ -353,7 +380,7 @@ def length_ratios(pairs: pa.Table) -> np.ndarray:
 
 
 def _example(row: dict) -> dict:
-    return {
+    example = {
         "caption_id": row["caption_id"],
         "dataset": row["dataset"],
         "source_text": row["source_text"],
@@ -363,6 +390,9 @@ def _example(row: dict) -> dict:
             row["outcome"] if row["reason"] is None else f"{row['outcome']}: {row['reason']}"
         ),
     }
+    if row.get("cosine") is not None:  # the score above is the margin (``scored_by``)
+        example["cosine"] = round(row["cosine"], 4)
+    return example
 
 
 def _located(table: pa.Table, order) -> list:
@@ -747,11 +777,13 @@ def analyse(audited: Audited) -> dict:
     languages = {}
     for lang in counted["languages"]:
         sampled = counted["sampled"].get(lang, 0)
-        pairs = sampled_rows.filter(pc.equal(sampled_rows["target_lang"], lang))
+        pairs, fetch = scored_by(
+            rule, sampled_rows.filter(pc.equal(sampled_rows["target_lang"], lang)), scanned.fetch
+        )
         lang_rule = {**rule, "min_similarity": raised[lang]["min_similarity"]} if lang in raised else rule
         languages[lang] = n = _language(
             [group for group in groups if group["target_lang"] == lang],
-            pairs, sampled, source["eligible"], lang_rule, scanned.fetch,
+            pairs, sampled, source["eligible"], lang_rule, fetch,
         )
         n["threshold_from"] = (
             {"memory": raised[lang]["human_pairs"], "share": rule.get("memory_share")}

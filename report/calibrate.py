@@ -20,8 +20,9 @@ mismatched pairs above), ``hard`` (each caption with the translation of its most
 caption by source embedding) and ``perturbed`` (the true pairs made wrong: a number word changed,
 a name swapped, the translation cut in half, half of it the source echoed, the translation into
 another ``--lang`` of the same caption; ``perturbations.py``). For each: the ROC AUC against
-the true pairs of the cosine and of the ratio margin (``ratio_margin``: measured here only, the
-pipeline scores with the cosine), the share the pair checks (``transforms/checks.py``) catch,
+the true pairs of the cosine and of the ratio margin (``transforms/margin.py``, the score
+stage's with ``score.margin``: the same reference rule, size, k and leave-one-out, this
+``--seed``), the share the pair checks (``transforms/checks.py``) catch,
 and the precision and recall of the full decision (the checks, then the proposed threshold).
 
 Writes ``DIR/calibration.json`` (every number), ``DIR/calibration.html`` (both distributions and
@@ -52,7 +53,7 @@ from polycap.report import perturbations, runfacts
 from polycap.report.pairs_audit import scorer_config
 from polycap.report.parallel_sets import ParallelSet, is_table, read_parallel
 from polycap.report.stats import histogram, quantiles
-from polycap.transforms import encoders
+from polycap.transforms import encoders, margin
 from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
@@ -205,36 +206,6 @@ def score_references(
 
 
 _HARD_BLOCK = 1024  # captions whose similarities to all others are computed at once
-MARGIN_K = 4  # neighbours per side in the ratio margin (LASER's bitext mining uses 4)
-MARGIN_POOL = 5000  # reference pairs the margin's neighbours are drawn from, at most
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1.0, norms)
-
-
-def _mean_top_k(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
-    """Mean cosine of each (unit) query row with its k most similar (unit) pool rows."""
-    found = np.empty(len(queries))
-    for start in range(0, len(queries), _HARD_BLOCK):
-        similar = queries[start : start + _HARD_BLOCK] @ pool.T
-        found[start : start + _HARD_BLOCK] = np.sort(similar, axis=1)[:, -k:].mean(axis=1)
-    return found
-
-
-def ratio_margin(source_vectors: np.ndarray, target_vectors: np.ndarray,
-                 pool_sources: np.ndarray, pool_targets: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
-    """The ratio margin of Artetxe & Schwenk (2019) of each pair (row i of both): its cosine
-    divided by the mean of the average cosine of the source with its k nearest pool
-    translations and of the translation with its k nearest pool sources. Above 1: the pair
-    fits better than its neighbourhoods do. (The pipeline's ``score.margin`` is not built:
-    this measures what it would give.)"""
-    sources, targets = _unit(source_vectors), _unit(target_vectors)
-    k = min(k, len(pool_sources))
-    neighbourhood = (_mean_top_k(sources, _unit(pool_targets), k)
-                     + _mean_top_k(targets, _unit(pool_sources), k)) / 2
-    return encoders.cosine_rows(source_vectors, target_vectors) / neighbourhood
 
 
 def hard_partners(source_vectors: np.ndarray, source_keys: Sequence[str],
@@ -285,18 +256,21 @@ def _negative_kind(true_scores: np.ndarray, true_margins: np.ndarray, true_pass:
 def negatives(
     references: ParallelSet, lang: str, embed: Callable[[Sequence[str]], np.ndarray],
     threshold: float, seed: int, others: Sequence[ParallelSet] = (), source_lang: str = "en",
+    score: ScoreConfig = ScoreConfig(),
 ) -> dict:
     """``languages.<lang>.negatives``: random, hard and perturbed negatives (see the module
     docstring) of the usable pairs of ``references``. ``others``: the same captions' references
-    in other languages (matched by pair id), the source of the ``other_language`` kind."""
+    in other languages (matched by pair id), the source of the ``other_language`` kind.
+    ``score``: the margin's settings (``margin_k``, ``margin_reference_pairs``)."""
     usable = references.usable()
     sources = [references.sources[i] for i in usable]
     targets = [references.targets[i] for i in usable]
     checks = PairChecks(ChecksConfig())
 
-    pool = sorted(range(len(sources)), key=lambda i: random.Random(f"{seed}:{i}").random())
-    pool = pool[:MARGIN_POOL]
-    pool_sources, pool_targets = embed([sources[i] for i in pool]), embed([targets[i] for i in pool])
+    # The score stage's reference (``score.margin``): its size, k and rank, this seed.
+    pool = margin.reference_order(seed, lang, sources)[: score.margin_reference_pairs]
+    reference = margin.Reference.of([sources[i] for i in pool], embed([sources[i] for i in pool]),
+                                    embed([targets[i] for i in pool]))
 
     def judged(pairs: list[tuple[int, str]], target_lang: str = lang) -> tuple:
         """Cosines, ratio margins and check verdicts (True: passes) of (source index,
@@ -306,7 +280,8 @@ def negatives(
         source_vectors = embed([sources[i] for i, _ in pairs])
         target_vectors = embed([text for _, text in pairs])
         scores = encoders.cosine_rows(source_vectors, target_vectors)
-        margins = ratio_margin(source_vectors, target_vectors, pool_sources, pool_targets)
+        own = reference.own_rows([sources[i] for i, _ in pairs])
+        margins = margin.ratio_margin(source_vectors, target_vectors, reference, score.margin_k, own)
         reasons = checks.reasons([Judged(sources[i], source_lang, text, target_lang)
                                   for i, text in pairs])
         passes = np.array([reason is None for reason in reasons])
@@ -341,7 +316,13 @@ def negatives(
     perturbed = _negative_kind(*truth, *(np.concatenate(part) for part in zip(*every_kind)))
     return {
         "true_pairs_passing_checks": round(float(true_pass.mean()), 4),
-        "margin": {"k": MARGIN_K, "pool_pairs": len(pool)},
+        "margin": {
+            "k": score.margin_k,
+            "reference_pairs": len(pool),
+            "true_quantiles": quantiles(true_margins),
+            # keep.min_similarity with score.margin that keeps 99 % of these human translations
+            "keeps_99_percent": round(float(np.quantile(true_margins, 0.01)), 3),
+        },
         "random": _negative_kind(*truth, *judged(random_pairs)),
         "hard": _negative_kind(*truth, *judged(hard_pairs)),
         "perturbed": {**perturbed, "kinds": kinds},
@@ -373,6 +354,7 @@ def _checked_scorer(
 def _calibrate_language(
     lang: str, references: ParallelSet, embed: _Memo, seed: int, precision: Optional[float],
     covered: bool, described: str, others: Sequence[ParallelSet] = (), source_lang: str = "en",
+    score: ScoreConfig = ScoreConfig(),
 ) -> dict:
     """One language's calibration; CalibrationError when its true pairs score no better than
     mismatched ones. ``described`` names the references and the scorer in that error;
@@ -390,7 +372,8 @@ def _calibrate_language(
             f"translations of each other, or the scorer does not understand {lang}"
         )
     result["negatives"] = negatives(
-        references, lang, embed, result["threshold"]["min_similarity"], seed, others, source_lang
+        references, lang, embed, result["threshold"]["min_similarity"], seed, others, source_lang,
+        score,
     )
     if not covered:
         log.warning(
@@ -414,13 +397,19 @@ def calibrate(
     source_col: Optional[str] = None,
     target_col: Optional[str] = None,
     allow_uncovered: bool = False,
+    margin_reference_pairs: Optional[int] = None,
     load: Callable[[ScoreConfig], encoders.Encoder] = encoders.load_encoder,
 ) -> dict:
     """The calibration of ``scorer`` on ``references`` for each of ``languages`` (see the module
-    docstring); nothing is written."""
+    docstring); nothing is written. ``margin_reference_pairs``: the run's
+    ``score.margin_reference_pairs`` (default: its default)."""
     cfg, missing = _checked_scorer(
         references, languages, source_lang, scorer, precision, allow_uncovered
     )
+    if margin_reference_pairs is not None:
+        if margin_reference_pairs < 2:
+            raise ConfigError(f"--margin-reference-pairs {margin_reference_pairs}: expected 2 or more")
+        cfg = cfg.model_copy(update={"margin_reference_pairs": margin_reference_pairs})
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.monotonic()
     sets = {
         lang: read_parallel("--references", references, source_lang, lang, source_col, target_col)
@@ -431,7 +420,7 @@ def calibrate(
     results = {
         lang: _calibrate_language(
             lang, references_set, embed, seed, precision, lang not in missing, described,
-            [other for code, other in sets.items() if code != lang], source_lang,
+            [other for code, other in sets.items() if code != lang], source_lang, cfg,
         )
         for lang, references_set in sets.items()
     }
@@ -513,6 +502,13 @@ def summary(calibration: dict, written: dict) -> str:
             f"mismatched p50 {result['mismatched_quantiles']['p50']:.3f}; {threshold['rule']}: "
             f"min_similarity {threshold['min_similarity']:.3f} (precision "
             f"{threshold['precision']:.3f}, recall {threshold['recall']:.3f}){flag}"
+        )
+    for lang, result in calibration["languages"].items():
+        scored = result["negatives"]["margin"]
+        lines.append(
+            f"{lang} ratio margin (score.margin, {scored['reference_pairs']} reference pairs): "
+            f"human translations p50 {scored['true_quantiles']['p50']:.3f}; keep.min_similarity "
+            f"{scored['keeps_99_percent']:.3f} keeps 99 % of them"
         )
     if calibration["keep"] is not None:
         lines.append(

@@ -200,7 +200,8 @@ def _funnel_section(audit: dict) -> str:
     )
     per_language = _table(
         ["language", "sampled", "not sampled", "accepted", "acceptance rate", "distinct images",
-         "rejected", "why rejected", "failed", "why failed", "similarity p10 / p50 / p90"],
+         "rejected", "why rejected", "failed", "why failed",
+         f"{_score_name(audit['keep_rule'])} p10 / p50 / p90"],
         [
             [lang, n["sampled"], n["not_sampled"], n["accepted"], _pct(n["accepted"], n["sampled"]),
              n.get("distinct_images"), n["rejected"], _reasons(n["rejected_by_reason"]), n["failed"],
@@ -274,9 +275,18 @@ def _threshold_text(threshold: Optional[float], rule: dict, source="config") -> 
             return f"min_similarity {threshold:.3f}: keeps {humans} (floor {rule['min_similarity']:g})"
         return f"min_similarity {threshold:g}, the configured floor (keeping {humans} needs no more)"
     if "min_similarity" in rule:
-        return f"min_similarity {threshold:g} (from the run's config)"
+        return f"min_similarity {threshold:g} (from the run's config){_on_margin(rule)}"
     fraction = rule["keep_top_fraction"]
-    return f"keep_top_fraction {fraction:g}: the lowest accepted score is {threshold:.3f}"
+    return f"keep_top_fraction {fraction:g}: the lowest accepted score is {threshold:.3f}{_on_margin(rule)}"
+
+
+def _on_margin(rule: dict) -> str:
+    return ", on the ratio margin (score.margin)" if rule.get("score") == "margin" else ""
+
+
+def _score_name(rule: dict) -> str:
+    """What the language's scores are: the keep rule's score (``audit.scored_by``)."""
+    return "ratio margin" if rule.get("score") == "margin" else "similarity"
 
 
 def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) -> str:
@@ -286,7 +296,7 @@ def _language_section(lang: str, n: dict, rule: dict, uncovered: Sequence[str]) 
             ("accepted", f"{n['accepted']:,} ({_pct(n['accepted'], n['sampled'])} of sampled)"),
             ("threshold", _threshold_text(n["threshold"], rule, n.get("threshold_from", "config"))),
             ("untranslated", f"{n['untranslated']:,} (translation equals the source)"),
-            ("similarity p10 / p50 / p90", _spread(n["similarity_quantiles"])),
+            (f"{_score_name(rule)} p10 / p50 / p90", _spread(n["similarity_quantiles"])),
             ("length ratio p10 / p50 / p90", _spread(n["length_ratio_quantiles"])),
         ]
     )
@@ -555,8 +565,8 @@ def _negatives_table(negatives: dict) -> str:
         "Precision and recall: the true pairs against as many of these negatives as there are, "
         "accepted when they pass the checks and reach the threshold. The ratio margin (Artetxe "
         f"& Schwenk 2019, k = {negatives['margin']['k']}, neighbours among "
-        f"{negatives['margin']['pool_pairs']:,} of the reference pairs) is measured only: the "
-        "pipeline scores with the cosine."
+        f"{negatives['margin']['reference_pairs']:,} reference pairs, a pair never its own) is "
+        "what the pipeline scores with score.margin: true."
     )
     return _table(["negatives", "pairs", "cosine ROC AUC", "margin ROC AUC", "caught by the checks",
                    "decision precision", "decision recall"], rows) + note

@@ -10,7 +10,8 @@ rejected as ``empty`` (stage ``read``); one whose translation is its source agai
 (``transforms/checks.py``, all of them) reject with their reasons; the rest are accepted or,
 given ``--min-similarity``, rejected as ``low_similarity``. Every row, with its score, outcome,
 stage and reason, is written to ``OUTPUT/pairs.parquet`` (``PAIRS_SCHEMA``), so the set can be
-filtered, not only looked at.
+filtered, not only looked at; ``sent_text`` there is what a run would send to MT for the caption
+where that is not the caption (a shouting one in sentence case), as a run's output records it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from polycap.transforms.checks import ChecksConfig, Judged, PairChecks
 from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.records import Stage
-from polycap.transforms.text import is_untranslated
+from polycap.transforms.text import is_untranslated, sent_text
 
 EMPTY = "empty"
 PAIRS_FILE = "pairs.parquet"
@@ -44,6 +45,9 @@ PAIRS_SCHEMA = pa.schema(
         ("target_lang", pa.string()),
         ("source_text", pa.string()),
         ("translated_text", pa.string()),
+        # what polycap sends to MT for this caption where it is not the caption (a shouting
+        # one recased: text.text_for_mt), to translate the set's rejected rows again
+        ("sent_text", pa.string()),
         ("similarity", pa.float64()),
         ("outcome", pa.string()),  # accepted or rejected
         ("stage", pa.string()),  # null when accepted
@@ -92,6 +96,7 @@ def _row(pairs: ParallelSet, index: int, lang: Optional[str], similarity: Option
     return {
         "caption_id": pairs.ids[index], "dataset": pairs.datasets[index], "target_lang": lang,
         "source_text": pairs.sources[index], "translated_text": pairs.targets[index],
+        "sent_text": sent_text(pairs.sources[index]) if pairs.sources[index] else None,
         "provider": None, "similarity": similarity, "propn_ratio": None,
         "outcome": outcome, "stage": stage, "reason": reason,
     }

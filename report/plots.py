@@ -332,8 +332,10 @@ def outcomes(audit: dict) -> str:
 def similarity(lang: str, numbers: dict, rule: dict) -> str:
     """Stacked histogram of accepted and rejected scores, with the run's threshold."""
     histogram = numbers["similarity_histogram"]
-    chart = _Chart(f"{lang}: similarity scores ({numbers['scored']:,} scored pairs)",
-                   "cosine similarity of source and translation", "pairs", HALF_WIDTH)
+    margin = rule.get("score") == "margin"  # the audit's scores are the margins (audit.scored_by)
+    chart = _Chart(f"{lang}: {'margin' if margin else 'similarity'} scores ({numbers['scored']:,} scored pairs)",
+                   f"{'ratio margin' if margin else 'cosine similarity'} of source and translation",
+                   "pairs", HALF_WIDTH)
     chart.columns(histogram["edges"], histogram["accepted"], ACCEPTED_COLOUR)
     chart.key("accepted", ACCEPTED_COLOUR)
     chart.columns(histogram["edges"], histogram["rejected"], REJECTED_COLOURS[0],

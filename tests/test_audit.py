@@ -21,7 +21,9 @@ import pytest
 
 from polycap.pipeline import cli
 
-from polycap.report import audit, pairs_audit, runfacts
+from polycap.report import audit, html_page, pairs_audit, runfacts
+from polycap.report.parallel_sets import ParallelSet
+from polycap.transforms.checks import ChecksConfig, PairChecks
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.encoders import load_encoder
 from tests.conftest import MULTI30K, ROOT
@@ -353,6 +355,25 @@ def test_top_fraction_runs_draw_where_the_fraction_ended_and_untranslated_pairs_
     assert result["ok"], result["checks"]
 
 
+def test_a_margin_run_is_judged_and_shown_on_the_margin():
+    rows = [dict(_row("a", "de", "accepted", 0.8), margin=1.6),
+            dict(_row("b", "de", "accepted", 0.6), margin=1.2),
+            dict(_row("c", "de", "rejected", 0.7, "keep", "low_similarity"), margin=0.9)]
+    run = {"config": {"keep": {"min_similarity": 1.1}, "score": {"margin": True}}}
+    result = audit.analyse(_audited(rows, run))
+    assert result["keep_rule"] == {"min_similarity": 1.1, "score": "margin"}
+    numbers = result["languages"]["de"]
+    # ranked by the margin (c's cosine is above b's), each example with its cosine beside it
+    assert [(e["caption_id"], e["similarity"], e["cosine"]) for e in numbers["examples"]["best"]] == [
+        ("a", 1.6, 0.8), ("b", 1.2, 0.6), ("c", 0.9, 0.7)]
+    assert numbers["similarity_histogram"]["edges"][-1] == 1.6
+    assert result["ok"], result["checks"]
+    rows[1]["margin"] = 1.0  # accepted below the margin threshold, though its cosine is 0.6
+    broken = audit.analyse(_audited(rows, run))["checks"]
+    assert not broken["de: every accepted pair scores at least min_similarity"]
+    assert "ratio margin" in html_page.render(result)
+
+
 def test_propn_removals_are_shown_nearest_the_cut_off_and_most_proper_nouns():
     removed = [_row(f"gcc:{i}", None, "rejected", stage="propn", reason="propn",
                     propn_ratio=0.8 + i / 100, dataset="gcc") for i in range(15)]
@@ -597,6 +618,20 @@ def test_pairs_audit_writes_every_row_with_its_outcome_and_reason_as_parquet(pai
     accepted = [row for row in rows.values() if row["outcome"] == "accepted"]
     assert len(accepted) == result["languages"]["de"]["accepted"]
     assert all(row["reason"] is None and row["similarity"] >= 0.5 for row in accepted)
+    assert all(row["sent_text"] is None for row in rows.values())  # no shouting caption in val
+
+
+def test_pairs_audit_rows_say_what_a_run_would_send_for_a_shouting_caption(tmp_path):
+    # MSCOCO-it 174015: Bing copied half of the shouting caption; a run sends it recased
+    shouting = "A POLICE OFFICER IS SITTIGN DOWN TALKING"
+    pairs = ParallelSet(["it:1", "it:2"], ["it", "it"], [shouting, "A dog runs on the beach."],
+                        ["UN POLICE OFFICER È SITTIGN DOWN TALKING", "Un cane corre sulla spiaggia."])
+    judged = pairs_audit.audited(pairs, "it", {0: 0.96, 1: 0.8}, None, str(tmp_path), {},
+                                 PairChecks(ChecksConfig()))
+    pairs_audit.write_pairs(str(tmp_path), judged.rows, "en", "it")
+    rows = pq.read_table(tmp_path / pairs_audit.PAIRS_FILE).to_pylist()
+    assert [(row["sent_text"], row["reason"]) for row in rows] == [
+        ("A police officer is sittign down talking", "partial_echo"), (None, None)]
 
 
 @pytest.mark.parametrize("name", ["val.csv", "val.jsonl"])

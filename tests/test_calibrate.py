@@ -13,6 +13,7 @@ import yaml
 from polycap.pipeline import cli, config
 
 from polycap.report import calibrate
+from polycap.transforms import margin
 from polycap.transforms.encoders import ScoreConfig
 from polycap.transforms.errors import ConfigError, InputError
 from tests.conftest import MULTI30K, ROOT
@@ -127,6 +128,9 @@ def test_hard_and_perturbed_negatives_beside_the_random_ones(multi30k, lang):
     assert 0.9 < negatives["hard"]["cosine_auc"] < result["auc"]  # harder, as they should be
     # the ratio margin tells a hard negative from the truth better than the cosine does
     assert negatives["hard"]["margin_auc"] > max(0.99, negatives["hard"]["cosine_auc"])
+    scored = negatives["margin"]  # what keep.min_similarity means with score.margin
+    assert (scored["k"], scored["reference_pairs"]) == (4, 1000)
+    assert 1.0 < scored["keeps_99_percent"] < scored["true_quantiles"]["p50"] < 2.0
     assert negatives["true_pairs_passing_checks"] >= 0.985  # val is the hardest split: 1.1 % (de)
     kinds = negatives["perturbed"]["kinds"]
     assert set(kinds) == {"number_changed", "name_swapped", "cut_in_half", "half_echoed",
@@ -149,13 +153,17 @@ def test_hard_partners_are_the_nearest_other_caption_with_another_text():
 
 
 def test_ratio_margin_divides_the_cosine_by_the_neighbourhoods_mean():
-    pool_sources = np.array([[1.0, 0.0], [0.0, 1.0]])
-    pool_targets = np.array([[1.0, 0.0], [0.6, 0.8]])
+    reference = margin.Reference.of(["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]),
+                                    np.array([[1.0, 0.0], [0.6, 0.8]]))
     source, target = np.array([[1.0, 0.0]]), np.array([[0.6, 0.8]])
-    # cosine 0.6; k=1: the source's nearest pool translation 1.0, the translation's nearest
-    # pool source 0.8: 0.6 / ((1.0 + 0.8) / 2)
-    margin = calibrate.ratio_margin(source, target, pool_sources, pool_targets, k=1)
-    assert margin == pytest.approx([0.6 / 0.9])
+    # cosine 0.6; k=1: the source's nearest reference translation 1.0, the translation's
+    # nearest reference source 0.8: 0.6 / ((1.0 + 0.8) / 2)
+    assert margin.ratio_margin(source, target, reference, k=1) == pytest.approx([0.6 / 0.9])
+    # the same pair as reference pair "a" is not its own neighbour: the source's nearest other
+    # translation is b's (0.6), the translation's nearest other source b's (0.8)
+    own = reference.own_rows(["a"])
+    assert own.tolist() == [0]
+    assert margin.ratio_margin(source, target, reference, k=1, own=own) == pytest.approx([0.6 / 0.7])
 
 
 def test_czech_is_measured_only_on_request_and_never_proposed(multi30k):

@@ -139,6 +139,9 @@ def test_numbers_agree(source, translation, agree):
         ("A man watches TV in New York.", [["New", "York"]]),  # short acronyms are translated
         ("A POLICE OFFICER IS SITTIGN DOWN TALKING", []),  # shouting: no telling names
         ("Dogs play. Frisbee is their game.", []),  # a sentence's first word
+        # Multi30k val: a quotation's first word; the points of the compass are translated
+        ('A man holding a sign that says "Come on now"', []),
+        ("Boys and girls from an Eastern nation smiling in a field.", []),
     ],
 )
 def test_name_runs(text, runs):
@@ -153,6 +156,17 @@ def test_name_runs(text, runs):
         ("The Dali Lama at a reception", "Le Dalaï Lama lors d'une réception", []),
         ("A man in Brazil giving a talk", "Un homme au Brésil", []),  # close spelling
         ("A man in Paris", "Un homme à Londres", [["Paris"]]),
+        # Multi30k: a hyphenated or elided word counts by its parts; C and K alike; a possessive
+        ("red Canada fabric", "einem roten Kanada-Stoff", []),
+        ("jumping over Antarctica", "sauter sur l'Antarctique", []),
+        ("a souvenir shop in Rome", "ein Souvenirgeschäft in Rom", []),
+        ("Two men in Fez's", "Deux hommes portant des fez", []),
+        # swapped names that a loose match let pass: a short name must be there as it is, a
+        # near spelling needs the same initial ("Lynyrd Skynyrd" -> "Lynyrd Frisbee")
+        ("the All Star game", "lors du NOTHING Game à la base-ball", [["All", "Star"]]),
+        ("Lynyrd Skynyrd is performing", "Lynyrd Frisbee tritt auf", [["Skynyrd"]]),
+        ("a Bank of America advertisement", "eine Werbung der Memoria of America an", [["Bank"]]),
+        ("a Trader Joe's bag", "eine Tasche von VAIO, der Frau", [["Trader", "Joe's"]]),
     ],
 )
 def test_missing_names(source, translation, missing):

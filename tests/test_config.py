@@ -43,7 +43,11 @@ def test_every_shipped_config_loads():
         (_with(sample={"per_language": 0}), r"^sample.per_language: .*greater than or equal to 1"),
         (_with(sample={"per_language": "many"}), r"^sample.per_language: .*valid integer"),
         (_with(sample={"per_language": 3, "preselect_margin": 0.9}), r"^sample.preselect_margin: .*greater than or equal to 1"),
-        (_with(keep={"min_similarity": 1.5}), r"^keep.min_similarity: .*less than or equal to 1"),
+        (_with(keep={"min_similarity": 1.5}), r"^keep.min_similarity: 1.5 is a cosine threshold, in \[-1, 1\]; a margin threshold needs score.margin: true$"),
+        (_with(keep={"min_similarity": 0.0}, score={"margin": True}), r"^keep.min_similarity: 0.0 with score.margin: true is a ratio-margin threshold, in \(0, 3\]"),
+        (_with(keep={"min_similarity": 3.5}, score={"margin": True}), r"^keep.min_similarity: 3.5 with score.margin"),
+        (_with(score={"margin": True, "margin_reference_pairs": 1}), r"^score.margin_reference_pairs: .*greater than or equal to 2"),
+        (_with(keep={"min_similarity": 1.1}, score={"margin": True}), r"^score.margin_reference_pairs: 1000 is more than sample.per_language \(10\)"),
         (_with(keep={"min_similarity": -1.01}), r"^keep.min_similarity: .*greater than or equal to -1"),
         (_with(keep={}), r"^keep: set exactly one of min_similarity and keep_top_fraction"),
         (_with(keep={"keep_top_fraction": 0.5, "memory_share": 0.99}), r"^keep: memory_share raises min_similarity per language: set min_similarity"),
@@ -88,3 +92,10 @@ def test_load_reports_bad_yaml_and_missing_file(tmp_path):
         config.load(broken)
     with pytest.raises(ConfigError, match=r"No such file"):
         config.load(tmp_path / "absent.yaml")
+
+
+def test_with_margin_min_similarity_is_a_margin_threshold():
+    score = {"margin": True, "margin_reference_pairs": 10}
+    cfg = config.from_dict(_with(keep={"min_similarity": 1.05}, score=score))
+    assert (cfg.score.margin, cfg.keep.min_similarity) == (True, 1.05)
+    assert (cfg.score.margin_k, cfg.score.margin_reference_pairs, cfg.score.margin_seed) == (4, 10, 0)

@@ -199,3 +199,22 @@ def test_memory_share_sets_each_language_threshold_and_the_audit_says_where_from
         assert kept == -(-9 * len(memory) // 10)  # ceil(0.9 m)
     assert audit["ok"], audit["checks"]
     assert "keeps 90% of the memory" in (tmp_path / "audit" / "audit.html").read_text()
+
+
+def test_quota_fill_with_margin_scoring_decides_on_the_margin(tmp_path):
+    # score.margin with quota fill: every round scores against round 1's reference, keep
+    # decides on the margin, and the output and the audit say so.
+    audit = cli.run(["--config", DEMO, "--output", str(tmp_path), "--set", "sample.per_language=60",
+                     "--set", "score.margin=true", "--set", "score.margin_reference_pairs=60",
+                     "--set", "keep.min_similarity=2.0"])
+    assert audit["ok"], audit["checks"]
+    assert audit["keep_rule"] == {"min_similarity": 2.0, "score": "margin"}
+    accepted, rejected = _rows(tmp_path / "accepted"), _rows(tmp_path / "rejected")
+    for lang in ("de", "fr"):
+        fill = audit["fill"][lang]
+        assert fill["accepted"] + fill["short_by"] == 60, fill
+        assert fill["accepted"] == sum(r["target_lang"] == lang for r in accepted) > 40
+    assert all(r["margin"] >= 2.0 and -1 <= r["similarity"] <= 1 for r in accepted)
+    low = [r for r in rejected if r["reason"] == "low_similarity"]
+    assert low and all(r["margin"] < 2.0 for r in low)
+    assert audit["languages"]["de"]["similarity_quantiles"]["p50"] > 2.0  # the margins'

@@ -121,7 +121,7 @@ def test_vizwiz_precanned_and_annotator_rejected_captions_become_rejected_rows()
     both = Rejected(
         "vizwiz:117268", "vizwiz", "23453", VIZWIZ_IMAGES + "VizWiz_val_00000022.jpg", "en",
         None, "Quality issues are too severe to recognize visual content.",
-        None, None, None, None, "read", "precanned",
+        None, None, None, None, None, None, "read", "precanned",
     )
 
     def check(out):

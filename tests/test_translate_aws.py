@@ -68,19 +68,22 @@ def test_a_shouting_caption_is_sent_in_sentence_case_and_the_store_says_so(tmp_p
     shouting = "LOTS OF BROKEN TOILETS SITTING OUT ON A LAWN"  # bundled COCO, annotation 464194
     sent = "Lots of broken toilets sitting out on a lawn"
     translated = "Viele kaputte Toiletten stehen auf einem Rasen"
-    with FakeTranslate({("de", sent): translated}) as fake:
+    calm = "A dog runs on the beach."
+    with FakeTranslate({("de", sent): translated, ("de", calm): "Ein Hund rennt am Strand."}) as fake:
         cfg = TranslationConfig(provider="aws", aws=_aws(fake))
         with local_pipeline() as pipeline:
-            out = pipeline | "Pairs" >> beam.Create([pair("coco:464194", shouting, "de")]) | TranslateCaptions(
+            pairs = [pair("coco:464194", shouting, "de"), pair("coco:1", calm, "de")]
+            out = pipeline | "Pairs" >> beam.Create(pairs) | TranslateCaptions(
                 cfg, pipeline | "NoMemory" >> beam.Create([]), store_root=str(tmp_path), run_id="test",
                 languages=("de",),
             )
             assert_that(
-                out.kept | beam.Map(lambda p: (p.source_text, p.translated_text)),
-                equal_to([(shouting, translated)]),  # the output keeps the caption as read
+                out.kept | beam.Map(lambda p: (p.source_text, p.sent_text, p.translated_text)),
+                # the output keeps the caption as read, and says what was sent where it differs
+                equal_to([(shouting, sent, translated), (calm, None, "Ein Hund rennt am Strand.")]),
             )
-        assert fake.answered == [("de", sent)]
-    (row,) = read_store_rows(str(tmp_path), "aws")
+        assert sorted(fake.answered) == [("de", calm), ("de", sent)]
+    row = next(row for row in read_store_rows(str(tmp_path), "aws") if row["source_text"] != calm)
     assert (row["source_text"], row["characters"]) == (sent, len(shouting))
 
 

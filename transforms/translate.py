@@ -47,6 +47,7 @@ from polycap.transforms.providers.google import GoogleConfig
 from polycap.transforms.providers.google_cloud import GoogleCloudConfig
 from polycap.transforms.records import Failed, Pair, Rejected, Stage, fail, reject
 from polycap.transforms.section import Section
+from polycap.transforms.text import sent_text
 
 MEMORY_PROVIDER = "memory"
 MISSES = "misses"
@@ -131,7 +132,8 @@ def _translated(pairs, translation: str, provider: str, untranslated: bool):
     """Every pair of one text with its translation; rejected ``untranslated`` where it is none."""
     progress.advance("translated", len(pairs))
     for pair in pairs:
-        done = pair._replace(translated_text=translation, provider=provider)
+        done = pair._replace(translated_text=translation, provider=provider,
+                             sent_text=None if provider == MEMORY_PROVIDER else sent_text(pair.source_text))
         if untranslated:
             Metrics.counter(Stage.TRANSLATE.value, Reason.UNTRANSLATED.value).inc()
             yield beam.pvalue.TaggedOutput(REJECTED, reject(done, Stage.TRANSLATE, Reason.UNTRANSLATED))

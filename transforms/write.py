@@ -44,8 +44,10 @@ ACCEPTED_SCHEMA = pa.schema(
         ("target_lang", pa.string()),
         ("source_text", pa.string()),
         ("translated_text", pa.string()),
+        ("sent_text", pa.string()),
         ("provider", pa.string()),
         ("similarity", pa.float64()),
+        ("margin", pa.float64()),
         ("propn_ratio", pa.float64()),
     ]
 )
