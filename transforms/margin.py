@@ -48,20 +48,21 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 class Reference(NamedTuple):
     """One language's reference: its source texts (to find a pair's own row) and the unit
-    embeddings of its sources and translations, row i of each from pair i."""
+    embeddings of its sources and translations, row i of each from pair i. Made by ``of``."""
 
     source_texts: tuple
     sources: np.ndarray
     targets: np.ndarray
+    row_of: dict  # source text -> its row, built once: the score stage asks for every pair
 
     @classmethod
     def of(cls, source_texts: Sequence[str], sources: np.ndarray, targets: np.ndarray) -> "Reference":
-        return cls(tuple(source_texts), unit(sources), unit(targets))
+        texts = tuple(source_texts)
+        return cls(texts, unit(sources), unit(targets), {text: row for row, text in enumerate(texts)})
 
     def own_rows(self, source_texts: Sequence[str]) -> np.ndarray:
         """Per text, the row of the reference pair with that source text, or -1."""
-        where = {text: row for row, text in enumerate(self.source_texts)}
-        return np.array([where.get(text, -1) for text in source_texts], dtype=np.int64)
+        return np.array([self.row_of.get(text, -1) for text in source_texts], dtype=np.int64)
 
 
 def _mean_top_k(queries: np.ndarray, pool: np.ndarray, k: int, own: np.ndarray) -> np.ndarray:
