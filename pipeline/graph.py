@@ -20,7 +20,7 @@ from polycap.transforms.errors import ConfigError
 from polycap.transforms.keep import KeepPairs
 from polycap.transforms.memory import ReadTranslationMemory, check_memories
 from polycap.transforms.fill import FillQuota, Rounds
-from polycap.transforms.outputs import StageOutput, sum_counts
+from polycap.transforms.outputs import Constant, StageOutput
 from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider, ctranslate2, google_cloud
 from polycap.transforms.read import ReadCaptions, check_inputs
@@ -91,7 +91,7 @@ def _early_stages(pipeline, cfg: Config) -> tuple:
 
 def _run_facts(pipeline, cfg: Config, store_root: str, run_id: str):
     providers = {lang: cfg.translation.provider_for(lang) for lang in cfg.languages}
-    return pipeline | "RunFacts" >> beam.Create(
+    return pipeline | "RunFacts" >> Constant(
         [
             ("languages", list(cfg.languages)),
             ("run_id", run_id),
@@ -150,28 +150,23 @@ def _sample_to_keep(eligible, cfg: Config, stages: _Stages) -> tuple:
 
 def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
     """Quota fill (fill.py): the rounds' StageOutputs and the fill's, whose kept is accepted.
-    The rounds' counts are added up per name and leave with the fill's."""
+    Each round counts its translation look-ups under the same names; ``WriteCounts`` adds them
+    up."""
     ranked = eligible | "RankCandidates" >> RankedSample(cfg.sample, cfg.languages, cfg.sample.drawn_at_most)
     rounds = Rounds(cfg.sample, cfg.languages, ranked)
-    outputs, accepted, round_counts, spent = [], [], [], None
+    outputs, accepted, spent = [], [], None
     for number in range(1, cfg.sample.fill_rounds + 1):
         label = f"[{number}]"
         pairs, windows = rounds.draw(number)
         translated, spent = stages.translate(pairs, label, spent)
         scored, kept = stages.score_and_keep(translated, label)
         rounds.record(number, windows, kept.kept, translated.failed)
-        round_counts.append(translated.counts)
-        outputs += [translated._replace(counts=None), scored, kept]
+        outputs += [translated, scored, kept]
         accepted.append(kept.kept)
     filled = accepted | "AllAccepted" >> beam.Flatten() | "FillQuota" >> FillQuota(
         cfg.sample, cfg.languages, rounds
     )
-    counts = (
-        (*round_counts, filled.counts)
-        | "RoundCounts" >> beam.Flatten()
-        | "AddUpRounds" >> beam.CombinePerKey(sum_counts)
-    )
-    return (*outputs, filled._replace(counts=counts))
+    return (*outputs, filled)
 
 
 def _flatten(label: str, pcollections, pipeline, element_type):

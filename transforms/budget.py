@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from polycap.transforms.outputs import Constant
 from polycap.transforms.records import Pair, Stage
 
 FUNDED, OVER_BUDGET = "funded", "over_budget"
@@ -110,7 +111,7 @@ class AllocateBudget(beam.PTransform):
         rank_of, languages, cap = self._rank_of, self._languages, self._max
         spent_before = self._spent_before
         if spent_before is None:
-            spent_before = misses.pipeline | "NothingSpentBefore" >> beam.Create([0])
+            spent_before = misses.pipeline | "NothingSpentBefore" >> Constant([0])
         ranked = (
             misses
             | "RankLength" >> beam.Map(

@@ -37,7 +37,7 @@ from typing import NamedTuple, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from polycap.transforms.outputs import KEPT, REJECTED, StageOutput
+from polycap.transforms.outputs import KEPT, REJECTED, Constant, StageOutput
 from polycap.transforms.records import Pair, Stage, reject
 from polycap.transforms.sample import SampleConfig, languages_of, pair_rank
 from polycap.transforms.translate import Reason as TranslateReason
@@ -134,8 +134,8 @@ class Rounds:
         langs = self._languages
         self.available = ranked | "Available" >> beam.Map(
             lambda keyed: {lang: len(keyed[1]) for lang in languages_of(keyed[0], langs)}
-        ) | "AllAvailable" >> beam.CombineGlobally(_merge_dicts)
-        self.states = ranked.pipeline | "NoRoundYet" >> beam.Create([{}])
+        ) | "AllAvailable" >> beam.CombineGlobally(_merge_dicts).without_defaults()
+        self.states = ranked.pipeline | "NoRoundYet" >> Constant([{}])
 
     def draw(self, round_number: int) -> tuple[beam.PCollection, beam.PCollection]:
         """(the round's Pairs, its windows)."""
@@ -143,13 +143,15 @@ class Rounds:
         last = round_number == cfg.fill_rounds
         windows = self.states | f"Windows[{round_number}]" >> beam.Map(
             lambda states, available: _windows(states, available, cfg, languages, last),
-            beam.pvalue.AsSingleton(self.available),
+            _available(self.available),
         )
         # Round r's draw waits for round r-1's results; read behind a fusion break, or it would
-        # sit in one stage with round 1's draw and wait on itself.
+        # sit in one stage with round 1's draw and wait on itself. ``ranked`` has one element per
+        # sample key, so grouping it by key is that break at two primitives (Reshuffle: five).
         pairs = (
             self._ranked
-            | f"Materialise[{round_number}]" >> beam.Reshuffle()
+            | f"Materialise[{round_number}]" >> beam.GroupByKey()
+            | f"Unwrap[{round_number}]" >> beam.FlatMapTuple(lambda key, entries: ((key, e) for e in entries))
             | f"Draw[{round_number}]" >> DrawRound(languages, windows)
         )
         return pairs, windows
@@ -166,7 +168,7 @@ class Rounds:
                 over_budget | f"OverBudgetLanguage[{round_number}]" >> beam.Map(lambda row: (row.target_lang, "over_budget")),
             )
             | f"Tally[{round_number}]" >> beam.Flatten()
-            | f"CountTally[{round_number}]" >> beam.CombineGlobally(_Tally())
+            | f"CountTally[{round_number}]" >> beam.CombineGlobally(_Tally()).without_defaults()
         )
 
         def updated(counted, states, windows):
@@ -181,8 +183,9 @@ class Rounds:
                 ))
             return new
 
-        self.states = tally | f"States[{round_number}]" >> beam.Map(
-            updated, beam.pvalue.AsSingleton(self.states), beam.pvalue.AsSingleton(windows)
+        self.states = windows | f"States[{round_number}]" >> beam.Map(
+            lambda windows, counted, states: updated(counted, states, windows),
+            beam.pvalue.AsSingleton(tally, default_value={}), beam.pvalue.AsSingleton(self.states),
         )
 
 
@@ -206,6 +209,11 @@ class _Tally(beam.CombineFn):
 
     def extract_output(self, counts):
         return counts
+
+
+def _available(available: beam.PCollection):
+    """``Rounds.available`` as a side input: {language: candidates}, {} when nothing is ranked."""
+    return beam.pvalue.AsSingleton(available, default_value={})
 
 
 def _merge_dicts(dicts):
@@ -267,7 +275,7 @@ class FillQuota(beam.PTransform):
             return "sampled", {lang: LanguageState(*states.get(lang, ())).drawn for lang in languages}
 
         counts = (
-            self._rounds.states | "FillTable" >> beam.Map(table, beam.pvalue.AsSingleton(self._rounds.available)),
+            self._rounds.states | "FillTable" >> beam.Map(table, _available(self._rounds.available)),
             self._rounds.states | "Sampled" >> beam.Map(sampled),
         ) | "FillCounts" >> beam.Flatten()
         return StageOutput(kept=cut_pairs[KEPT], rejected=cut_pairs[REJECTED], counts=counts)

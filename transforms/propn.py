@@ -39,7 +39,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from pydantic import Field
 
 from polycap.transforms import progress
-from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, CountEach, StageOutput
 from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
 from polycap.transforms.records import Caption, Stage, fail, reject
 from polycap.transforms.retry_rows import RunInferenceRowByRow
@@ -128,14 +128,6 @@ class _TagAndJudge(beam.PTransform):
         return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=failed)
 
 
-def _count(label: str, name: str, pcollection):
-    return (
-        pcollection
-        | label >> beam.combiners.Count.Globally()
-        | f"{label}Named" >> beam.Map(lambda count: (name, count))
-    )
-
-
 class DropProperNounCaptions(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept=eligible Captions, rejected=Rejected ``propn``,
     failed=Failed ``invalid_text`` / ``tagger_error``, counts=eligible, untagged). ``sample``
@@ -155,13 +147,10 @@ class DropProperNounCaptions(beam.PTransform):
         if self._sample is None:
             judged = captions | "TagAll" >> _TagAndJudge(self._cfg, self._load_tagger)
             kept, rejected, failed = judged.kept, judged.rejected, judged.failed
-            untagged = captions.pipeline | "NothingUntagged" >> beam.Create([])
+            untagged = captions.pipeline | "NothingUntagged" >> Constant([])
         else:
             kept, rejected, failed, untagged = self._tag_candidates(captions)
-        counts = (
-            _count("CountEligible", "eligible", kept),
-            _count("CountUntagged", "untagged", untagged),
-        ) | "Counts" >> beam.Flatten()
+        counts = {"eligible": kept, "untagged": untagged} | "Counts" >> CountEach()
         return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)
 
     def _tag_candidates(self, captions):

@@ -40,7 +40,7 @@ from polycap.transforms.files import (
     open_input,
     stream_lines,
 )
-from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, CountEach, StageOutput
 from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
 from polycap.transforms.section import Section
 
@@ -276,10 +276,6 @@ class ReadCaptions(beam.PTransform):
         kept = tuple(kept) | "Flatten kept" >> beam.Flatten(pipeline=pipeline)
         rejected = tuple(rejected) | "Flatten rejected" >> beam.Flatten(pipeline=pipeline)
         failed = tuple(failed) | "Flatten failed" >> beam.Flatten(pipeline=pipeline)
-        counts = (
-            (kept, rejected, failed)
-            | "Flatten read" >> beam.Flatten()
-            | "Count read" >> beam.combiners.Count.Globally()
-            | "Name read" >> beam.Map(lambda count: ("read", count))
-        )
+        every = (kept, rejected, failed) | "Flatten read" >> beam.Flatten()
+        counts = {"read": every} | "Count read" >> CountEach()
         return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from polycap.transforms.outputs import Constant
 from polycap.transforms.text import match_key
 
 STORE_SCHEMA = pa.schema(
@@ -129,7 +130,7 @@ class ReadStore(beam.PTransform):
         root, folders = self._root, self._folders
         return (
             pbegin
-            | "Store" >> beam.Create([None])
+            | "Store" >> Constant([None])
             | "StoreFolders" >> beam.FlatMap(lambda _: _languages_by_folder(folders()))
             | "MatchStoreFiles" >> beam.FlatMapTuple(lambda folder, languages: _files(root, folder, languages))
             | "SpreadStoreFiles" >> beam.Reshuffle()

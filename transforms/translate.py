@@ -37,7 +37,7 @@ from polycap.transforms import progress, store
 from polycap.transforms.budget import AllocateBudget
 from polycap.transforms.store import lookup_key
 from polycap.transforms.memory import MemoryConfig
-from polycap.transforms.outputs import FAILED, KEPT, REJECTED, StageOutput
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, StageOutput, sum_counts
 from polycap.transforms.provider_calls import Answered, CallProvider
 from polycap.transforms.providers import LIST_PRICES, OnlineProvider, make_provider
 from polycap.transforms.providers.aws import AwsConfig
@@ -149,7 +149,8 @@ def _failed(pairs, reason: Reason, error: str):
 
 class _LookUpFn(beam.DoFn):
     """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups.
-    ``providers``: each language's provider, the one a store hit of it is from."""
+    ``providers``: each language's provider, the one a store hit of it is from. A run without an
+    online provider joins no store."""
 
     def __init__(self, providers: dict[str, str]):
         self._providers = providers
@@ -160,7 +161,7 @@ class _LookUpFn(beam.DoFn):
         if not pairs:
             return
         first = pairs[0]
-        memory, stored = list(grouped["memory"]), list(grouped["store"])
+        memory, stored = list(grouped["memory"]), list(grouped.get("store", ()))
         if memory:
             found, translation, untranslated, provider = Found.MEMORY, min(memory), False, MEMORY_PROVIDER
         elif stored:
@@ -211,20 +212,31 @@ class _ResolveFn(beam.DoFn):
             yield from _failed(answer.pairs, Reason(answer.error_kind.value), answer.error)
 
 
-def _sum_pairs(pairs):
-    return tuple(map(sum, zip(*pairs))) or (0, 0)
+_LOOKUP_TABLE = "translation"  # its name in audit/counts.json
 
 
-def _lookup_table(totals):
-    """[((lang, found), (count, characters))] -> ("translation", {lang: {memory, store, miss,
-    miss_characters}})."""
-    by_language = {}
-    for (lang, found), (count, characters) in sorted(totals):
-        numbers = by_language.setdefault(lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0})
-        numbers[found] = count
-        if found == Found.MISS.value:
-            numbers["miss_characters"] = characters
-    return "translation", by_language
+class _LookupTable(beam.CombineFn):
+    """``Lookup`` rows (and None, which only makes sure there is a table) -> {lang: {memory,
+    store, miss, miss_characters}}: distinct texts per language by where they were found."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, by_language, lookup):
+        if lookup is not None:
+            numbers = by_language.setdefault(
+                lookup.target_lang, {"memory": 0, "store": 0, "miss": 0, "miss_characters": 0}
+            )
+            numbers[lookup.found] += 1
+            if lookup.found == Found.MISS.value:
+                numbers["miss_characters"] += lookup.characters
+        return by_language
+
+    def merge_accumulators(self, accumulators):
+        return sum_counts(list(accumulators))
+
+    def extract_output(self, by_language):
+        return by_language
 
 
 def _store_folders(clients: dict, online: dict) -> dict[str, str]:
@@ -289,15 +301,14 @@ class TranslateCaptions(beam.PTransform):
             lambda entry: (lookup_key(entry.source_lang, entry.target_lang, entry.source_text),
                            entry.translated_text)
         ).with_output_types(Tuple[str, str])
+        joined = {"pairs": keyed_pairs, "memory": keyed_memory}
         if online:
-            stored = pairs.pipeline | "ReadStore" >> store.ReadStore(
+            joined["store"] = pairs.pipeline | "ReadStore" >> store.ReadStore(
                 self._store_root, functools.partial(_store_folders, clients, online)
             )
-        else:
-            stored = pairs.pipeline | "NoStore" >> beam.Create([])
         names = {lang: cfg.provider_for(lang).value for lang in self._languages}
         looked_up = (
-            {"pairs": keyed_pairs, "memory": keyed_memory, "store": stored}
+            joined
             | "Join" >> beam.CoGroupByKey()
             | "LookUp" >> beam.ParDo(_LookUpFn(names)).with_outputs(REJECTED, MISSES, LOOKUPS, main=KEPT)
         )
@@ -340,11 +351,12 @@ class TranslateCaptions(beam.PTransform):
                 rejected.append(answered[REJECTED])
                 failed.append(answered[FAILED])
         counts = (
-            looked_up[LOOKUPS]
-            | "LookupKey" >> beam.Map(lambda lookup: ((lookup.target_lang, lookup.found), (1, lookup.characters)))
-            | "SumLookups" >> beam.CombinePerKey(_sum_pairs)
-            | "LookupTotals" >> beam.combiners.ToList()
-            | "LookupTable" >> beam.Map(_lookup_table)
+            (
+                looked_up[LOOKUPS] | "LookupKey" >> beam.Map(lambda lookup: (_LOOKUP_TABLE, lookup)),
+                pairs.pipeline | "NoLookupYet" >> Constant([(_LOOKUP_TABLE, None)]),
+            )
+            | "Lookups" >> beam.Flatten()
+            | "LookupTable" >> beam.CombinePerKey(_LookupTable())
         )
         if budget_counts:
             counts = (counts, *budget_counts) | "TranslationCounts" >> beam.Flatten()

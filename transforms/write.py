@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from pydantic import Field
 
+from polycap.transforms.outputs import sum_counts
 from polycap.transforms.section import Section
 
 
@@ -127,17 +128,47 @@ class WriteOutputs(beam.PTransform):
         )
 
 
+class _AddUpCounts(beam.CombineFn):
+    """(name, value) entries -> {name: their values added up (``sum_counts``)}: several entries of
+    one name (quota fill's rounds each count their look-ups) become one."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, counts, entry):
+        name, value = entry
+        counts[name] = sum_counts([counts[name], value]) if name in counts else value
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for counts in accumulators:
+            for entry in counts.items():
+                self.add_input(merged, entry)
+        return merged
+
+    def extract_output(self, counts):
+        return counts
+
+
 class WriteCounts(beam.PTransform):
-    """PCollection[(name, value)] -> one JSON object at ``root/relative_path``; a sink."""
+    """PCollection[(name, value)] -> one JSON object at ``root/relative_path``, the values of a
+    name added up; a sink. The object is written in one piece by one worker; a retried write
+    writes the same bytes again (an object store shows a new object only once it is whole)."""
 
     def __init__(self, root: str, relative_path: str):
         super().__init__()
         self._path = f"{root.rstrip('/')}/{relative_path}"
 
     def expand(self, named_counts):
+        path = self._path
+
+        def write(counts):
+            with FileSystems.create(path, mime_type="application/json") as stream:
+                stream.write(json.dumps(counts, sort_keys=True).encode("utf-8"))
+
         (
             named_counts
-            | "ToDict" >> beam.combiners.ToDict()
-            | "ToJson" >> beam.Map(lambda counts: json.dumps(counts, sort_keys=True))
-            | "WriteJson" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
+            | "AddUp" >> beam.CombineGlobally(_AddUpCounts()).without_defaults()
+            | "WriteJson" >> beam.Map(write)
         )
