@@ -29,6 +29,7 @@ which each check rejects human translations are measured by ``benchmarks/pair_ch
 from __future__ import annotations
 
 import difflib
+import functools
 import enum
 import re
 import unicodedata
@@ -151,6 +152,8 @@ def words(text: str) -> list[str]:
 
 def fold(word: str) -> str:
     """Casefolded, without diacritics: "Zürich" and "zurich" fold alike."""
+    if word.isascii():  # nothing to decompose: most words of most captions
+        return word.casefold()
     decomposed = unicodedata.normalize("NFKD", word.casefold())
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
@@ -170,13 +173,21 @@ def numbers(text: str, lang: str) -> tuple[set, set]:
             stated.add(table[part])
         elif part in loose_table:
             loose.add(loose_table[part])
-        elif lang in _COMPOUNDING:
+        elif lang in _COMPOUNDING and part.startswith(_compound_heads(lang)):
             loose.update(
                 value for name, value in (*table.items(), *loose_table.items())
                 if len(name) >= _COMPOUND_MIN_PART and part.startswith(name)
                 and len(part) - len(name) >= _COMPOUND_MIN_PART
             )
     return stated - {1}, loose - {1}
+
+
+@functools.lru_cache(maxsize=None)
+def _compound_heads(lang: str) -> tuple[str, ...]:
+    """The number words that may start a compound of ``lang``: one C-level ``startswith`` rules
+    out most words before the loop over them."""
+    names = (*number_words(lang), *_LOOSE_NUMBER_WORDS.get(lang, {}))
+    return tuple(name for name in names if len(name) >= _COMPOUND_MIN_PART)
 
 
 def numbers_agree(source: str, source_lang: str, translation: str, target_lang: str) -> bool:
