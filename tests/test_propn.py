@@ -6,7 +6,7 @@ from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
 from polycap.transforms.errors import ConfigError
-from polycap.transforms.pos_tagger import PosTagHandler, check_model, invalid_text, load_spacy_tagger
+from polycap.transforms.pos_tagger import check_model, invalid_text, load_spacy_tagger
 from polycap.transforms.propn import DropProperNounCaptions, PropnConfig, propn_ratio
 from polycap.transforms.records import Caption
 from polycap.transforms.sample import SampleCaptions, SampleConfig, sample_rank
@@ -99,9 +99,34 @@ def test_load_failure_is_a_config_error():
         load_spacy_tagger("no_such_spacy_model_xx")
 
 
-def test_handler_batches_are_pinned_to_batch_size():
-    kwargs = PosTagHandler(MODEL, 64).batch_elements_kwargs()
-    assert kwargs == {"min_batch_size": 64, "max_batch_size": 64}
+def _batch_recording_tagger(record_to):
+    """A fake tagger's loader (pickled by value) whose ``pipe`` appends each call's number of
+    texts to the file ``record_to``; every word is a NOUN."""
+
+    class Token:
+        pos_ = "NOUN"
+
+    class Tagger:
+        def pipe(self, texts, batch_size):
+            texts = list(texts)
+            with open(record_to, "a", encoding="utf-8") as record:
+                record.write(f"{len(texts)}\n")
+            return [[Token() for _ in text.split()] for text in texts]
+
+    return lambda model: Tagger()
+
+
+def test_captions_are_tagged_batch_size_at_a_time(tmp_path):
+    record = tmp_path / "calls"
+    captions = [caption(f"x:{n}", f"a dog number {n}") for n in range(10)]
+    pipeline = local_pipeline()
+    out = pipeline | beam.Create(captions) | DropProperNounCaptions(
+        PropnConfig(model="fake", batch_size=4), load_tagger=_batch_recording_tagger(str(record))
+    )
+    assert_that(out.kept | beam.Map(lambda c: c.propn_ratio), equal_to([0.0] * 10))
+    pipeline.run().wait_until_finish()
+    sizes = [int(line) for line in record.read_text().split()]
+    assert sum(sizes) == 10 and max(sizes) == 4, sizes  # a bundle's rest is the smaller batch
 
 
 def _counters(result):

