@@ -89,7 +89,7 @@ def model_versions(cfg) -> dict:
 
 
 def _stage_of(step: Optional[str]) -> Optional[str]:
-    """``Score/RunInference/BeamML_RunInference`` -> ``Score`` (graph.py's top-level labels)."""
+    X
     return step.split("/", 1)[0] if step else None
 
 
