@@ -89,7 +89,8 @@ def model_versions(cfg) -> dict:
 
 
 def _stage_of(step: Optional[str]) -> Optional[str]:
-    X
+    """``DropProperNouns/TagCandidates/TagAndJudge`` -> ``DropProperNouns`` (graph.py's top-level
+    labels)."""
     return step.split("/", 1)[0] if step else None
 
 

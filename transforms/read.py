@@ -27,12 +27,11 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
 import ijson
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from pydantic import Field
 
-from polycap.transforms.errors import ConfigError
+from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.files import (
     BROKEN_STREAM_ERRORS,
     file_stem,
@@ -40,7 +39,7 @@ from polycap.transforms.files import (
     open_input,
     stream_lines,
 )
-from polycap.transforms.outputs import FAILED, KEPT, REJECTED, CountEach, StageOutput
+from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, CountEach, StageOutput
 from polycap.transforms.records import Caption, Failed, Rejected, Stage, reject
 from polycap.transforms.section import Section
 
@@ -120,11 +119,11 @@ def check_inputs(inputs: Sequence[InputConfig]) -> None:
                 stems[stem] = path
 
 
-def read_gcc(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+def read_gcc(path: str, source_lang: str) -> Iterator[Row]:
     """A GCC TSV (``caption<TAB>url``, no header) -> a Caption per line, or ``malformed`` (not
     exactly one tab, or not UTF-8: ``source_text`` is then the whole line)."""
-    stem = file_stem(file.metadata.path)
-    with open_input(file.metadata.path) as stream:
+    stem = file_stem(path)
+    with open_input(path) as stream:
         for number, (line, utf8) in enumerate(stream_lines(stream), start=1):
             fields = line.split("\t")
             ok = utf8 and len(fields) == 2
@@ -141,10 +140,10 @@ def _until_array_ends(events: Iterable[tuple], prefix: str) -> Iterator[tuple]:
             return
 
 
-def _image_urls(file: fileio.ReadableFile, url_keys: Sequence[str]) -> dict[str, Optional[str]]:
+def _image_urls(path: str, url_keys: Sequence[str]) -> dict[str, Optional[str]]:
     """First pass over a COCO-style file: ``str(image id) -> URL`` from its ``images``."""
     urls = {}
-    with open_input(file.metadata.path) as stream:
+    with open_input(path) as stream:
         events = _until_array_ends(ijson.parse(stream, use_float=True), "images")
         for image in ijson.items(events, "images.item"):
             if isinstance(image, dict) and image.get("id") is not None:
@@ -152,13 +151,13 @@ def _image_urls(file: fileio.ReadableFile, url_keys: Sequence[str]) -> dict[str,
     return urls
 
 
-def read_coco_style(fmt: InputFormat, file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+def read_coco_style(fmt: InputFormat, path: str, source_lang: str) -> Iterator[Row]:
     """A COCO or VizWiz captions JSON -> a Caption per annotation, or a rejected row:
     ``malformed`` (no id, or a caption that is not a string: ``source_text`` is then the value
     as JSON), and for VizWiz ``precanned`` before ``rejected_by_annotators``."""
-    urls = _image_urls(file, _IMAGE_URL_KEYS[fmt])
-    stem = file_stem(file.metadata.path)
-    with open_input(file.metadata.path) as stream:
+    urls = _image_urls(path, _IMAGE_URL_KEYS[fmt])
+    stem = file_stem(path)
+    with open_input(path) as stream:
         for position, ann in enumerate(ijson.items(stream, "annotations.item", use_float=True), 1):
             ann = ann if isinstance(ann, dict) else {"caption": ann}
             ann_id, image_id, text = ann.get("id"), ann.get("image_id"), ann.get("caption")
@@ -182,11 +181,10 @@ def read_coco_style(fmt: InputFormat, file: fileio.ReadableFile, source_lang: st
                 yield caption
 
 
-def read_multi30k(file: fileio.ReadableFile, source_lang: str) -> Iterator[Row]:
+def read_multi30k(path: str, source_lang: str) -> Iterator[Row]:
     """A Multi30k text file (``<split>.en``) -> a Caption per line (``malformed`` if not UTF-8);
     line N's image is line N of ``image_splits_<split>.txt`` beside it (its ``#<annotation id>``
     cut off), else None."""
-    path = file.metadata.path
     split = file_stem(path)
     splits_path = FileSystems.join(FileSystems.split(path)[0], f"image_splits_{split}.txt")
     has_images = FileSystems.exists(splits_path)
@@ -212,25 +210,27 @@ def _one_line(error: Exception) -> str:
 
 
 class _ReadFileFn(beam.DoFn):
-    """ReadableFile -> Caption (main), Rejected (``rejected``) and Failed (``failed``) rows,
-    counted in namespace ``read`` as ``kept`` or by reason. A JSON file that stops parsing
-    becomes one Failed ``unreadable_file`` row."""
+    """(path, [the index of the input that matched it]) -> Caption (main), Rejected
+    (``rejected``) and Failed (``failed``) rows, counted in namespace ``read`` as ``kept`` or by
+    reason. A JSON file that stops parsing becomes one Failed ``unreadable_file`` row."""
 
-    def __init__(self, fmt: InputFormat, source_lang: str):
-        self._fmt = InputFormat(fmt)
+    def __init__(self, formats: Sequence[InputFormat], source_lang: str):
+        self._formats = tuple(InputFormat(fmt) for fmt in formats)
         self._source_lang = source_lang
         self._kept = Metrics.counter(Stage.READ.value, KEPT)
 
-    def _rows(self, file: fileio.ReadableFile) -> Iterator[Row]:
-        if self._fmt is InputFormat.GCC:
-            return read_gcc(file, self._source_lang)
-        if self._fmt is InputFormat.MULTI30K:
-            return read_multi30k(file, self._source_lang)
-        return read_coco_style(self._fmt, file, self._source_lang)
+    def _rows(self, fmt: InputFormat, path: str) -> Iterator[Row]:
+        if fmt is InputFormat.GCC:
+            return read_gcc(path, self._source_lang)
+        if fmt is InputFormat.MULTI30K:
+            return read_multi30k(path, self._source_lang)
+        return read_coco_style(fmt, path, self._source_lang)
 
-    def process(self, file: fileio.ReadableFile):
+    def process(self, matched):
+        path, (index,) = matched  # check_inputs: no file is matched by two inputs
+        fmt = self._formats[index]
         try:
-            for row in self._rows(file):
+            for row in self._rows(fmt, path):
                 if isinstance(row, Caption):
                     self._kept.inc()
                     yield row
@@ -240,18 +240,19 @@ class _ReadFileFn(beam.DoFn):
         except (ijson.JSONError, *BROKEN_STREAM_ERRORS) as error:
             # Rows already emitted from this file stay; the rest of the file is one Failed row.
             Metrics.counter(Stage.READ.value, Reason.UNREADABLE_FILE.value).inc()
-            path = file.metadata.path
             what = "not valid JSON" if isinstance(error, ijson.JSONError) else "broken compressed stream"
             yield beam.pvalue.TaggedOutput(FAILED, _NOTHING_KNOWN._replace(
-                caption_id=f"{UNREADABLE_ID_PREFIX}{path}", dataset=self._fmt.value, source_lang=self._source_lang,
+                caption_id=f"{UNREADABLE_ID_PREFIX}{path}", dataset=fmt.value, source_lang=self._source_lang,
                 stage=Stage.READ.value, reason=Reason.UNREADABLE_FILE.value,
                 error=f"{path}: {what}: {_one_line(error)}"))
 
 
 class ReadCaptions(beam.PTransform):
     """PBegin -> StageOutput(kept=Caption, rejected=Rejected, failed=Failed, counts=("read", rows
-    read)), one reader per input (its ``path`` a glob on any Beam filesystem). A file is read by
-    one worker; the de-duplication's GroupByKey, right after cleaning, spreads its captions."""
+    read)): every input's ``path`` (a glob on any Beam filesystem) matched where the job runs,
+    the files spread over the workers by a GroupByKey on their paths, each read by one worker with
+    its input's reader; the de-duplication's GroupByKey, right after cleaning, spreads the
+    captions. One set of steps for any number of inputs."""
 
     def __init__(self, inputs: Sequence[InputConfig], source_lang: str):
         super().__init__()
@@ -259,23 +260,22 @@ class ReadCaptions(beam.PTransform):
         self._source_lang = source_lang
 
     def expand(self, pbegin):
-        kept, rejected, failed = [], [], []
-        for index, source in enumerate(self._inputs):
-            label = f"{source.format.value}[{index}]"
-            rows = (
-                pbegin
-                | f"Match {label}" >> fileio.MatchFiles(source.path)
-                | f"Open {label}" >> fileio.ReadMatches()
-                | f"Read {label}" >> beam.ParDo(_ReadFileFn(source.format, self._source_lang))
-                .with_outputs(REJECTED, FAILED, main=KEPT)
-            )
-            kept.append(rows[KEPT])
-            rejected.append(rows[REJECTED])
-            failed.append(rows[FAILED])
-        pipeline = pbegin.pipeline
-        kept = tuple(kept) | "Flatten kept" >> beam.Flatten(pipeline=pipeline)
-        rejected = tuple(rejected) | "Flatten rejected" >> beam.Flatten(pipeline=pipeline)
-        failed = tuple(failed) | "Flatten failed" >> beam.Flatten(pipeline=pipeline)
+        patterns = [(index, source.path) for index, source in enumerate(self._inputs)]
+
+        def matched(index, pattern):
+            for path in matched_paths(pattern, f"inputs[{index}].path", InputError):
+                yield path, index
+
+        rows = (
+            pbegin
+            | "Inputs" >> Constant(patterns)
+            | "Match" >> beam.FlatMapTuple(matched)
+            | "SpreadFiles" >> beam.GroupByKey()
+            | "ReadFiles" >> beam.ParDo(
+                _ReadFileFn([source.format for source in self._inputs], self._source_lang)
+            ).with_outputs(REJECTED, FAILED, main=KEPT)
+        )
+        kept, rejected, failed = rows[KEPT], rows[REJECTED], rows[FAILED]
         every = (kept, rejected, failed) | "Flatten read" >> beam.Flatten()
         counts = {"read": every} | "Count read" >> CountEach()
         return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)
