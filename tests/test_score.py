@@ -21,12 +21,12 @@ from polycap.transforms.encoders import (
     similarities,
     supported_languages,
 )
+from polycap.transforms.text import stable_bucket
 from polycap.transforms.score import (
     TEXTS_ENCODED,
     ScorePairs,
     batches_of,
     bucket_count,
-    bucket_of,
     load_encoder_once,
     unscorable,
 )
@@ -139,8 +139,9 @@ def test_buckets_come_from_the_config_and_the_source_text():
     assert bucket_count(0, 128) == 1
     assert bucket_count(1200, 128) == 2  # the demo: 600 pairs in each of 2 languages
     assert bucket_count(40_000 * 69, 128) == 2696  # M-CLIP's job: work for many workers
-    assert bucket_of("A dog on a beach.", 2696) == bucket_of("A dog on a beach.", 2696)
-    assert len({bucket_of(f"caption {n}", 8) for n in range(100)}) == 8
+    # blake2b of the text, never Python's salted hash(): the same bucket in every process.
+    assert stable_bucket("A dog on a beach.", 2696) == 1517
+    assert len({stable_bucket(f"caption {n}", 8) for n in range(100)}) == 8
 
 
 # --- real encoders ------------------------------------------------------------------------

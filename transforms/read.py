@@ -227,8 +227,11 @@ class _ReadFileFn(beam.DoFn):
         return read_coco_style(fmt, path, self._source_lang)
 
     def process(self, matched):
-        path, (index,) = matched  # check_inputs: no file is matched by two inputs
-        fmt = self._formats[index]
+        path, indices = matched[0], sorted(matched[1])
+        if len(indices) != 1:  # check_inputs refused it before the run; the files changed since
+            inputs = ", ".join(f"inputs[{index}]" for index in indices)
+            raise InputError(f"{path} is matched by {inputs}: its caption ids would repeat")
+        fmt = self._formats[indices[0]]
         try:
             for row in self._rows(fmt, path):
                 if isinstance(row, Caption):

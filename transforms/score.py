@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import math
 import threading
 from typing import Callable, Iterable, NamedTuple, Optional, Sequence
@@ -56,7 +55,7 @@ from polycap.transforms import margin, progress
 from polycap.transforms.outputs import FAILED, KEPT, StageOutput
 from polycap.transforms.records import Pair, Stage, fail
 from polycap.transforms.retry_rows import RETRIED, each_alone_on_error
-from polycap.transforms.text import is_untranslated
+from polycap.transforms.text import is_untranslated, stable_bucket
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
@@ -102,11 +101,6 @@ def bucket_count(pairs_expected: int, batch_size: int) -> int:
     """Buckets for a run that expects ``pairs_expected`` pairs: from the config, never from the
     data seen so far, so every runner makes the same batches."""
     return max(1, math.ceil(pairs_expected / (batch_size * BATCHES_PER_BUCKET)))
-
-
-def bucket_of(source_text: str, buckets: int) -> int:
-    digest = hashlib.blake2b(source_text.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % buckets
 
 
 def batches_of(pairs: Iterable[Pair], batch_size: int) -> Iterable[list]:
@@ -296,7 +290,7 @@ class ScorePairs(beam.PTransform):
         buckets, batch_size = self._buckets, self._cfg.batch_size
         batches = (
             valid[KEPT]
-            | "KeyByBucket" >> beam.Map(lambda pair: (bucket_of(pair.source_text, buckets), pair))
+            | "KeyByBucket" >> beam.Map(lambda pair: (stable_bucket(pair.source_text, buckets), pair))
             | "GroupByBucket" >> beam.GroupByKey()
             | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
         )

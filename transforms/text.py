@@ -5,6 +5,7 @@ can never disagree about them."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from typing import Optional
@@ -73,3 +74,10 @@ def text_for_mt(text: str) -> str:
     if first is None:
         return lowered
     return lowered[:first] + lowered[first].upper() + lowered[first + 1 :]
+
+
+def stable_bucket(key: str, buckets: int) -> int:
+    """``key``'s bucket among ``buckets``: from a hash of the text alone (never Python's
+    ``hash()``, salted per process), so every worker and runner puts it in the same one."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets

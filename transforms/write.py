@@ -16,7 +16,6 @@ partitions with file columns do not clash.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Optional, Sequence
@@ -29,6 +28,7 @@ from pydantic import Field
 
 from polycap.transforms.outputs import Constant, sum_counts
 from polycap.transforms.section import Section
+from polycap.transforms.text import stable_bucket
 
 
 class OutputConfig(Section):
@@ -92,8 +92,7 @@ ROW_GROUP_ROWS = 10_000
 def shard_of(record, num_shards: int) -> int:
     """The shard a row goes to: from its caption id and language alone, so the files hold the
     same rows on any runner and worker count."""
-    key = f"{record.caption_id}\x00{record.target_lang}".encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % num_shards
+    return stable_bucket(f"{record.caption_id}\x00{record.target_lang}", num_shards)
 
 
 def shard_path(root: str, folder: str, shard: int, num_shards: int) -> str:
