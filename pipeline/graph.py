@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from polycap.pipeline import filesystems
 from polycap.pipeline.config import Config
 from polycap.transforms import claims, encoders, pos_tagger, store
 from polycap.transforms.clean import CleanCaptions
@@ -78,13 +81,13 @@ def _check_aws_credentials() -> None:
         )
 
 
-def _early_stages(pipeline, cfg: Config) -> tuple:
+def _early_stages(pipeline, cfg: Config, threads: int) -> tuple:
     """Read, clean, deduplicate, PROPN filter: the StageOutputs up to the eligible captions."""
     read = pipeline | "Read" >> ReadCaptions(cfg.inputs, cfg.source_lang)
     cleaned = read.kept | "Clean" >> CleanCaptions(cfg.clean)
     unique = cleaned.kept | "Deduplicate" >> DropDuplicateCaptions()
     eligible = unique.kept | "DropProperNouns" >> DropProperNounCaptions(
-        cfg.propn, cfg.sample, cfg.languages
+        cfg.propn, cfg.sample, cfg.languages, threads=threads
     )
     return read, cleaned, unique, eligible
 
@@ -106,12 +109,29 @@ def _run_facts(pipeline, cfg: Config, store_root: str, run_id: str):
     )
 
 
+def model_threads(options: PipelineOptions) -> int:
+    """Batches a worker process runs a model on at once (tagging, scoring; ``batch_threads.py``):
+    where the workers run on this machine, its cores shared out among the bundles the local
+    runner runs at once (one in memory, ``direct_num_workers`` threads or processes otherwise),
+    so a core no bundle uses does not idle; 1 on a cluster, whose runners already give each core
+    its own worker process (Dataflow, Flink and Spark's portable workers). The results do not
+    depend on it: only the time does."""
+    if not filesystems.workers_run_here(options):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    direct = options.view_as(DirectOptions)
+    bundles = 1 if direct.direct_running_mode == "in_memory" else direct.direct_num_workers or cores
+    return max(1, cores // bundles)
+
+
 class _Stages:
     """Makes the translate, score and keep stages of a run; quota fill makes one of each per
     round, labelled with the round."""
 
-    def __init__(self, cfg: Config, memory, store_root: str, run_id: str, dry_run: bool):
+    def __init__(self, cfg: Config, memory, store_root: str, run_id: str, dry_run: bool,
+                 threads: int = 1):
         self._cfg = cfg
+        self._threads = threads
         self._memory = memory
         self._store_root = store_root
         self._run_id = run_id
@@ -135,7 +155,8 @@ class _Stages:
         # With score.margin, quota fill's rounds score against round 1's reference.
         cfg = self._cfg
         pairs_expected = cfg.sample.per_language * len(cfg.languages)
-        score = ScorePairs(cfg.score, pairs_expected=pairs_expected, reference=self._margin_reference)
+        score = ScorePairs(cfg.score, pairs_expected=pairs_expected, reference=self._margin_reference,
+                           threads=max(1, self._threads // cfg.score.threads))
         scored = translated.kept | f"Score{label}" >> score
         self._margin_reference = score.reference
         return scored, scored.kept | f"Keep{label}" >> KeepPairs(cfg.keep, cfg.score.margin)
@@ -184,12 +205,13 @@ def build(
     store_root = store.store_root(cfg.translation.store, output)
     if cfg.translation.languages_by_provider(cfg.languages):
         claims.check_store(store_root)
-    early = _early_stages(pipeline, cfg)
+    threads = model_threads(pipeline.options)
+    early = _early_stages(pipeline, cfg, threads)
     eligible = early[-1].kept
     memory = pipeline | "ReadMemory" >> ReadTranslationMemory(
         cfg.translation.memory, cfg.source_lang, cfg.languages
     )
-    stages = _Stages(cfg, memory.kept, store_root, run_id, dry_run)
+    stages = _Stages(cfg, memory.kept, store_root, run_id, dry_run, threads)
     facts = _run_facts(pipeline, cfg, store_root, run_id)
     if dry_run:
         # With quota fill, the estimate is that of its first round: per_language per language.

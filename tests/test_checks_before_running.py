@@ -71,3 +71,23 @@ def test_only_local_runners_count_as_workers_on_this_machine():
     assert here("--runner=DirectRunner")
     assert not here("--runner=DataflowRunner")
     assert not here("--runner=PortableRunner")
+
+
+def test_model_threads_share_this_machines_cores_among_the_bundles_run_at_once():
+    import os
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    cores = len(os.sched_getaffinity(0))
+
+    def threads(*argv):
+        return graph.model_threads(PipelineOptions(list(argv)))
+
+    assert threads("--runner=FnApiRunner") == cores  # one bundle at a time
+    assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                   "--direct_num_workers=2") == max(1, cores // 2)
+    assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_threading",
+                   f"--direct_num_workers={cores + 1}") == 1
+    assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                   "--direct_num_workers=0") == 1  # 0: a worker per core
+    assert threads("--runner=DataflowRunner") == 1  # a worker process per core already

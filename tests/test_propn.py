@@ -243,10 +243,11 @@ def test_only_the_row_the_tagger_raises_on_fails(batch_size, retried):
     assert _counters(result) == {"kept": 1, "propn": 1, "tagger_error": 1, "rows_retried": retried}
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 128])
-def test_a_caption_the_tagger_raises_on_does_not_change_the_sample(multi30k_val, batch_size):
+@pytest.mark.parametrize("batch_size, threads", [(1, 1), (7, 1), (128, 1), (7, 3)])
+def test_a_caption_the_tagger_raises_on_does_not_change_the_sample(multi30k_val, batch_size, threads):
     # Only the poisoned caption fails, however the captions were batched: the eligible set, and
-    # with it the sample, is the same for every batch size.
+    # with it the sample, is the same for every batch size and however many batches are tagged
+    # at once.
     languages = ["de", "fr"]
     sample = SampleConfig(per_language=20)
     captions = [
@@ -269,7 +270,8 @@ def test_a_caption_the_tagger_raises_on_does_not_change_the_sample(multi30k_val,
     ]
     pipeline = local_pipeline()
     out = pipeline | beam.Create(captions) | DropProperNounCaptions(
-        PropnConfig(model="fake", batch_size=batch_size), sample, languages, load_tagger=load
+        PropnConfig(model="fake", batch_size=batch_size), sample, languages, load_tagger=load,
+        threads=threads,
     )
     sampled = out.kept | SampleCaptions(sample, languages)
     assert_that(

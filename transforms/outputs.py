@@ -5,6 +5,7 @@ same way and nothing a stage decides against can be dropped by forgetting an out
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 # Tags of a DoFn's outputs, and the counter name of what a stage kept (the other counters of a
 # stage are named by its reasons; namespace: the stage).
@@ -23,6 +24,14 @@ class StageOutput(NamedTuple):
     rejected: Optional[beam.PCollection] = None
     failed: Optional[beam.PCollection] = None
     counts: Optional[beam.PCollection] = None
+
+
+def in_global_window(out):
+    """A DoFn's output (a value or a ``TaggedOutput``) as ``finish_bundle`` must yield it: with
+    its window, which only ``process`` gets for free. polycap's stages run in the global window."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+    return GlobalWindows.windowed_value(out)
 
 
 def sum_counts(values):

@@ -36,14 +36,22 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 from pydantic import Field
 
 from polycap.transforms import progress
-from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, CountEach, StageOutput
+from polycap.transforms.batch_threads import BatchThreads
+from polycap.transforms.outputs import (
+    FAILED,
+    KEPT,
+    REJECTED,
+    Constant,
+    CountEach,
+    StageOutput,
+    in_global_window,
+)
 from polycap.transforms.pos_tagger import invalid_text, load_spacy_tagger, tagger_for
 from polycap.transforms.records import Caption, Stage, fail, reject
-from polycap.transforms.retry_rows import RETRIED, each_alone_on_error
+from polycap.transforms.retry_rows import RETRIED, Outcomes, each_alone_on_error
 from polycap.transforms.sample import (
     SampleCandidates,
     SampleConfig,
@@ -83,20 +91,23 @@ class _TagAndJudgeFn(beam.DoFn):
     """Captions in; each comes out kept with ``propn_ratio``, or Rejected ``propn``, or Failed
     ``invalid_text`` (checked before tagging) or ``tagger_error`` (spaCy raised on it alone).
     Valid captions are tagged ``batch_size`` at a time as they come, a bundle's rest when it
-    ends."""
+    ends; ``threads`` batches at once (``batch_threads.py``)."""
 
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any]):
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int):
         self._cfg = cfg
         self._load_tagger = load_tagger
+        self._threads = threads
         self._kept = Metrics.counter(Stage.PROPN.value, KEPT)
         self._counters = {reason: Metrics.counter(Stage.PROPN.value, reason.value) for reason in Reason}
         self._retried = Metrics.counter(Stage.PROPN.value, RETRIED)
 
     def setup(self):
         self._nlp = tagger_for(self._load_tagger, self._cfg.model)
+        self._batches = BatchThreads(self._tag_each, self._threads)
 
     def start_bundle(self):
         self._batch: list[Caption] = []
+        self._batches.discard()
 
     def process(self, caption: Caption):
         problem = invalid_text(caption.text)
@@ -105,24 +116,31 @@ class _TagAndJudgeFn(beam.DoFn):
             return
         self._batch.append(caption)
         if len(self._batch) >= self._cfg.batch_size:
-            yield from self._judge_batch()
+            batch, self._batch = self._batch, []
+            for _, outcomes in self._batches.submit(batch):
+                yield from self._judged(outcomes)
 
     def finish_bundle(self):
-        for out in self._judge_batch():  # outside process(): each output needs its window
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            else:
-                yield GlobalWindows.windowed_value(out)
+        if self._batch:
+            batch, self._batch = self._batch, []
+            for _, outcomes in self._batches.submit(batch):
+                yield from map(in_global_window, self._judged(outcomes))
+        for _, outcomes in self._batches.drain():
+            yield from map(in_global_window, self._judged(outcomes))
+
+    def teardown(self):
+        self._batches.close()
 
     def _tag(self, captions: list[Caption]) -> list[list[str]]:
         docs = self._nlp.pipe([caption.text for caption in captions], batch_size=self._cfg.batch_size)
         return [[token.pos_ for token in doc] for doc in docs]
 
-    def _judge_batch(self):
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        for caption, tags, error in each_alone_on_error(self._tag, batch, self._retried):
+    def _tag_each(self, batch: list[Caption]) -> Outcomes:
+        return each_alone_on_error(self._tag, batch)
+
+    def _judged(self, outcomes: Outcomes):
+        self._retried.inc(outcomes.run_alone)
+        for caption, tags, error in outcomes.rows:
             if error is not None:
                 yield self._failed(caption, Reason.TAGGER_ERROR, repr(error))
                 continue
@@ -143,14 +161,15 @@ class _TagAndJudgeFn(beam.DoFn):
 class _TagAndJudge(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept, rejected, failed): every caption tagged."""
 
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any]):
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int):
         super().__init__()
         self._cfg = cfg
         self._load_tagger = load_tagger
+        self._threads = threads
 
     def expand(self, captions):
         judged = captions | "TagAndJudge" >> beam.ParDo(
-            _TagAndJudgeFn(self._cfg, self._load_tagger)
+            _TagAndJudgeFn(self._cfg, self._load_tagger, self._threads)
         ).with_outputs(REJECTED, FAILED, main=KEPT)
         return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=judged[FAILED])
 
@@ -158,13 +177,15 @@ class _TagAndJudge(beam.PTransform):
 class DropProperNounCaptions(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept=eligible Captions, rejected=Rejected ``propn``,
     failed=Failed ``invalid_text`` / ``tagger_error``, counts=eligible, untagged). ``sample``
-    (with ``languages``) lets it tag only what sampling can choose; None tags everything. See
-    the module docstring."""
+    (with ``languages``) lets it tag only what sampling can choose; None tags everything.
+    ``threads``: batches a worker process tags at once (``batch_threads.py``; the tags do not
+    depend on it). See the module docstring."""
 
     def __init__(self, cfg: PropnConfig, sample: Optional[SampleConfig] = None,
                  languages: Sequence[str] = (),
-                 load_tagger: Callable[[str], Any] = load_spacy_tagger):
+                 load_tagger: Callable[[str], Any] = load_spacy_tagger, threads: int = 1):
         super().__init__()
+        self._threads = threads
         self._cfg = cfg
         self._sample = sample if sample is not None and sample.preselect_margin is not None else None
         self._languages = tuple(languages)
@@ -172,7 +193,7 @@ class DropProperNounCaptions(beam.PTransform):
 
     def expand(self, captions):
         if self._sample is None:
-            judged = captions | "TagAll" >> _TagAndJudge(self._cfg, self._load_tagger)
+            judged = captions | "TagAll" >> _TagAndJudge(self._cfg, self._load_tagger, self._threads)
             kept, rejected, failed = judged.kept, judged.rejected, judged.failed
             untagged = captions.pipeline | "NothingUntagged" >> Constant([])
         else:
@@ -191,7 +212,7 @@ class DropProperNounCaptions(beam.PTransform):
             lambda caption, _, cutoffs: TAG if any(candidate_of(caption, seed, cutoffs, keys)) else SKIP,
             2, cutoffs,
         )
-        tagged = first | "TagCandidates" >> _TagAndJudge(self._cfg, self._load_tagger)
+        tagged = first | "TagCandidates" >> _TagAndJudge(self._cfg, self._load_tagger, self._threads)
         # Kept candidates per key as sampling counts them: at most max_per_image of one image.
         cap = self._sample.max_per_image
 
@@ -215,7 +236,7 @@ class DropProperNounCaptions(beam.PTransform):
             return TAG if shortfall else SKIP
 
         retag, untagged = rest | "ShortfallSplit" >> beam.Partition(tag_rest, 2, cutoffs, kept_candidates)
-        retagged = retag | "TagAfterShortfall" >> _TagAndJudge(self._cfg, self._load_tagger)
+        retagged = retag | "TagAfterShortfall" >> _TagAndJudge(self._cfg, self._load_tagger, self._threads)
 
         def both(label, *parts):
             return parts | label >> beam.Flatten()

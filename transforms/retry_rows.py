@@ -10,33 +10,35 @@ its batch would have given. Used by the PROPN stage (``tagger_error``) and the s
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence, TypeVar
-
-Row = TypeVar("Row")
-Result = TypeVar("Result")
+from typing import Callable, NamedTuple, Sequence
 
 RETRIED = "rows_retried"  # counter, namespace = the stage: rows run alone after their batch raised
 
 
-def each_alone_on_error(
-    run: Callable[[Sequence[Row]], Sequence[Result]], batch: Sequence[Row], retried
-) -> Iterator[tuple[Row, Optional[Result], Optional[Exception]]]:
-    """(row, result, None) for every row of ``batch`` from one ``run(batch)`` (one result per row,
-    in order); if that raises, each row is run alone and comes out as (row, result, None) or
-    (row, None, the exception it raised). ``retried`` (a Beam counter) counts the rows run alone."""
+class Outcomes(NamedTuple):
+    """(row, result, None) or (row, None, the exception it raised alone) for every row of a
+    batch, in order; ``run_alone``: how many rows were run alone (0, or the whole batch)."""
+
+    rows: list
+    run_alone: int
+
+
+def each_alone_on_error(run: Callable[[Sequence], Sequence], batch: Sequence) -> Outcomes:
+    """Every row's outcome from one ``run(batch)`` (one result per row, in order); if that
+    raises, from ``run([row])`` for each row. Touches no Beam state (no metrics), so it can run
+    on any thread: the caller counts ``run_alone`` as ``rows_retried``."""
     try:
         results = list(run(batch))
     except Exception:  # run again row by row: only a row that raises alone fails
-        for row in batch:
-            retried.inc()
-            try:
-                (result,) = run([row])
-            except Exception as error:
-                yield row, None, error
-            else:
-                yield row, result, None
-        return
+        return Outcomes([_alone(run, row) for row in batch], len(batch))
     if len(results) != len(batch):
         raise ValueError(f"{len(results)} results for a batch of {len(batch)} rows")
-    for row, result in zip(batch, results):
-        yield row, result, None
+    return Outcomes([(row, result, None) for row, result in zip(batch, results)], 0)
+
+
+def _alone(run: Callable[[Sequence], Sequence], row) -> tuple:
+    try:
+        (result,) = run([row])
+    except Exception as error:
+        return row, None, error
+    return row, result, None

@@ -52,9 +52,10 @@ from polycap.transforms.encoders import (
     supported_languages,
 )
 from polycap.transforms import margin, progress
-from polycap.transforms.outputs import FAILED, KEPT, StageOutput
+from polycap.transforms.batch_threads import BatchThreads
+from polycap.transforms.outputs import FAILED, KEPT, StageOutput, in_global_window
 from polycap.transforms.records import Pair, Stage, fail
-from polycap.transforms.retry_rows import RETRIED, each_alone_on_error
+from polycap.transforms.retry_rows import RETRIED, Outcomes, each_alone_on_error
 from polycap.transforms.text import is_untranslated, stable_bucket
 
 
@@ -140,11 +141,12 @@ class _ValidateFn(beam.DoFn):
 class _EncodeBatchFn(beam.DoFn):
     """A batch (list of Pairs) in; each Pair with ``similarity`` out (with ``score.margin``:
     ``Embedded``), or a Failed row (``encoder_error``) for a pair the encoder raises on alone or
-    gives a non-finite score."""
+    gives a non-finite score. ``threads`` batches are encoded at once (``batch_threads.py``)."""
 
-    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder]):
+    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder], threads: int):
         self._cfg = cfg
         self._load = load
+        self._threads = threads
         self._encoder: Optional[Encoder] = None
         self._kept = Metrics.counter(Stage.SCORE.value, KEPT)
         self._failed = Metrics.counter(Stage.SCORE.value, Reason.ENCODER_ERROR.value)
@@ -153,24 +155,40 @@ class _EncodeBatchFn(beam.DoFn):
 
     def setup(self):
         self._encoder = encoder_for(self._load, self._cfg)
+        self._batches = BatchThreads(self._embed_each, self._threads)
+
+    def start_bundle(self):
+        self._batches.discard()
+
+    def process(self, batch: list):
+        for batch, outcomes in self._batches.submit(batch):
+            yield from self._outputs(batch, outcomes)
+
+    def finish_bundle(self):
+        for batch, outcomes in self._batches.drain():
+            yield from map(in_global_window, self._outputs(batch, outcomes))
+
+    def teardown(self):
+        self._batches.close()
 
     def _embedded(self, batch: Sequence[Pair]):
         """(source embeddings, translation embeddings, cosines) of ``batch``."""
-        sources = [pair.source_text for pair in batch]
-        translations = [pair.translated_text for pair in batch]
-        self._texts_encoded.inc(distinct_texts(sources, translations))
         source_vectors, target_vectors = embed_pairs(
-            self._encoder, sources, translations,
+            self._encoder,
+            [pair.source_text for pair in batch],
+            [pair.translated_text for pair in batch],
             batch_size=self._cfg.batch_size, sort_by_length=self._cfg.sort_by_length,
         )
         return source_vectors, target_vectors, cosine_rows(source_vectors, target_vectors)
 
-    def _each_embedded(self, batch: Sequence[Pair]) -> list[tuple]:
-        """(source embedding, translation embedding, cosine) of each pair of ``batch``."""
-        return list(zip(*self._embedded(batch)))
+    def _embed_each(self, batch: Sequence[Pair]) -> Outcomes:
+        """(pair, (source embedding, translation embedding, cosine), error) of each pair."""
+        return each_alone_on_error(lambda pairs: list(zip(*self._embedded(pairs))), batch)
 
-    def process(self, batch: list):
-        for pair, embedded, error in each_alone_on_error(self._each_embedded, batch, self._retried):
+    def _outputs(self, batch: Sequence[Pair], outcomes: Outcomes):
+        self._count_texts_encoded(batch, outcomes.run_alone)
+        self._retried.inc(outcomes.run_alone)
+        for pair, embedded, error in outcomes.rows:
             if error is not None:
                 self._failed.inc()
                 yield beam.pvalue.TaggedOutput(
@@ -179,6 +197,13 @@ class _EncodeBatchFn(beam.DoFn):
             else:
                 source, target, cosine = embedded
                 yield self._scored(pair, source, target, float(cosine))
+
+    def _count_texts_encoded(self, batch: Sequence[Pair], run_alone: int) -> None:
+        """The distinct texts of the batch, and of each pair again where they were run alone."""
+        def distinct(pairs):
+            return distinct_texts([pair.source_text for pair in pairs], [pair.translated_text for pair in pairs])
+
+        self._texts_encoded.inc(distinct(batch) + (sum(distinct([pair]) for pair in batch) if run_alone else 0))
 
     def _scored(self, pair: Pair, source: np.ndarray, target: np.ndarray, cosine: float):
         pair = pair._replace(similarity=cosine)
@@ -270,12 +295,14 @@ class ScorePairs(beam.PTransform):
     ``no_margin_reference``). ``pairs_expected``: the pairs the config asks for (sizes the
     buckets; 0 for one bucket). With ``score.margin``: ``reference``, a PCollection of
     (language, ``margin.Reference``) to score against (quota fill's round 1's), else the stage
-    chooses its own; after expansion ``self.reference`` is the one it used. See the module
-    docstring."""
+    chooses its own; after expansion ``self.reference`` is the one it used. ``threads``: batches
+    a worker process encodes at once (``batch_threads.py``; the scores do not depend on it). See
+    the module docstring."""
 
     def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder] = load_encoder,
-                 pairs_expected: int = 0, reference=None):
+                 pairs_expected: int = 0, reference=None, threads: int = 1):
         super().__init__()
+        self._threads = threads
         self._cfg = cfg
         self._load = load
         self._buckets = bucket_count(pairs_expected, cfg.batch_size)
@@ -294,7 +321,7 @@ class ScorePairs(beam.PTransform):
             | "GroupByBucket" >> beam.GroupByKey()
             | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
         )
-        scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load)).with_outputs(
+        scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load, self._threads)).with_outputs(
             FAILED, main=KEPT
         )
         kept, failed = scored[KEPT], [valid[FAILED], scored[FAILED]]
