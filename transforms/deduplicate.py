@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from polycap.transforms.text import match_key
 from polycap.transforms.outputs import REJECTED, StageOutput
-from polycap.transforms.records import Caption, Stage, reject
+from polycap.transforms.records import Caption, Rejected, Stage, reject
 
 
 class Reason(str, enum.Enum):
@@ -52,6 +52,8 @@ class DropDuplicateCaptions(beam.PTransform):
                 Tuple[str, Caption]
             )
             | "GroupByText" >> beam.GroupByKey()
-            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestIdFn()).with_outputs(REJECTED, main="kept")
+            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestIdFn()).with_output_types(
+                Caption, **{REJECTED: Rejected}
+            ).with_outputs(REJECTED, main="kept")
         )
         return StageOutput(kept=results.kept, rejected=results[REJECTED])

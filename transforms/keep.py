@@ -126,8 +126,11 @@ class _Cutoff(beam.CombineFn):
         return sorted(keys)[top_count(self._fraction, len(keys)) - 1]
 
 
-# Pairs judged at once: lingua runs over a batch's translations in parallel (``checks.py``).
-CHECK_BATCH = 256
+# Pairs judged at once: lingua runs over a batch's translations in parallel (``checks.py``), and
+# each call costs milliseconds whatever its size. Fixed, not BatchElements' adaptive size, which
+# kept batches at 20-60 pairs: on 10,000 pairs lingua took 4.0 s in batches of ~45, 2.2 s in
+# batches of 256 and 1.9 s of 1,024. A pair's verdict does not depend on its batch-mates.
+CHECK_BATCH = 1024
 
 
 class _CheckFn(beam.DoFn):
@@ -216,7 +219,7 @@ class KeepPairs(beam.PTransform):
     def expand(self, pairs):
         checked = (
             pairs
-            | "BatchForChecks" >> beam.BatchElements(max_batch_size=CHECK_BATCH)
+            | "BatchForChecks" >> beam.BatchElements(min_batch_size=CHECK_BATCH, max_batch_size=CHECK_BATCH)
             | "Check" >> beam.ParDo(_CheckFn(self._cfg.checks)).with_outputs(REJECTED, main=KEPT)
         )
         pairs = checked[KEPT]

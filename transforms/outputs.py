@@ -71,15 +71,33 @@ class Constant(beam.PTransform):
         return pbegin | "Impulse" >> beam.Impulse() | "Values" >> emit
 
 
+class _CountInBundleFn(beam.DoFn):
+    """Elements in; (name, how many) out once per bundle: an addition per element, where a
+    (name, 1) per element cost a combine's work for each (about 19 us an element)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def start_bundle(self):
+        self._count = 0
+
+    def process(self, _):
+        self._count += 1
+
+    def finish_bundle(self):
+        if self._count:
+            yield in_global_window((self._name, self._count))
+
+
 class CountEach(beam.PTransform):
     """{name: PCollection} -> PCollection[(name, its element count)], with 0 for an empty one: one
     combine for every name (``Count.Globally`` per name brings its own default branch)."""
 
     def expand(self, named):
         pipeline = next(iter(named.values())).pipeline
-        ones = [
-            pcollection | f"One[{name}]" >> beam.Map(lambda _, name=name: (name, 1))
+        counted = [
+            pcollection | f"Count[{name}]" >> beam.ParDo(_CountInBundleFn(name))
             for name, pcollection in named.items()
         ]
         zeros = pipeline | "Zeros" >> Constant([(name, 0) for name in named])
-        return (*ones, zeros) | "Each" >> beam.Flatten() | "Add" >> beam.CombinePerKey(sum)
+        return (*counted, zeros) | "Each" >> beam.Flatten() | "Add" >> beam.CombinePerKey(sum)

