@@ -144,7 +144,7 @@ class _Stages:
         stage = TranslateCaptions(
             cfg.translation, self._memory, self._store_root, self._run_id, cfg.languages,
             dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
-            spent_before=spent_before,
+            spent_before=spent_before, pairs_expected=cfg.sample.per_language * len(cfg.languages),
         )
         return pairs | f"Translate{label}" >> stage, stage.spent
 

@@ -4,7 +4,10 @@ language), each distinct text once.
 
 Pairs, memory entries and store rows meet on ``lookup_key = source_lang, target_lang,
 match_key(text)`` in one CoGroupByKey, so each distinct text is looked up once however many
-captions share it, and neither the memory nor the store has to fit one worker. Several memory
+captions share it, and neither the memory nor the store has to fit one worker. Only the memory
+entries and store rows whose key may be a pair's (a Bloom filter of the pairs' keys,
+``key_filter.py``) go into the join, so a memory or store much larger than the sample is read
+but not shuffled or held; the join's result is the same. Several memory
 translations of one text: the smallest string wins, so the choice is deterministic. Texts found
 nowhere ("misses") go to their language's provider (``provider_calls.py``, one step per
 provider), which writes every translated batch to the store before its translations go on. The
@@ -35,6 +38,7 @@ from pydantic import Field
 
 from polycap.transforms import progress, store
 from polycap.transforms.budget import AllocateBudget
+from polycap.transforms.key_filter import key_filter, may_contain
 from polycap.transforms.store import lookup_key
 from polycap.transforms.memory import MemoryConfig
 from polycap.transforms.outputs import FAILED, KEPT, REJECTED, Constant, StageOutput, sum_counts
@@ -271,13 +275,18 @@ class TranslateCaptions(beam.PTransform):
     quota fill, ``spent_before`` (a singleton: the characters funded before); the languages of
     providers that bill share the cap in ``languages`` order; after ``expand``, ``self.spent`` is
     the singleton of characters funded up to and including this stage.
+
+    ``pairs_expected`` (from the config) sizes the filter of the pairs' keys that the memory
+    entries and store rows pass before the join (``key_filter.py``): only those that can meet a
+    pair are shuffled.
     """
 
     def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
                  run_id: str, languages: Sequence[str], dry_run: bool = False,
                  rank_of: Optional[Callable[[Pair], str]] = None,
-                 spent_before: Optional[beam.PCollection] = None):
+                 spent_before: Optional[beam.PCollection] = None, pairs_expected: int = 0):
         super().__init__()
+        self._pairs_expected = pairs_expected
         if cfg.max_characters is not None and rank_of is None:
             raise ValueError("translation.max_characters needs the pairs' sample ranks (rank_of)")
         self._cfg = cfg
@@ -297,14 +306,22 @@ class TranslateCaptions(beam.PTransform):
         keyed_pairs = pairs | "KeyPairs" >> beam.Map(
             lambda pair: (lookup_key(pair.source_lang, pair.target_lang, pair.source_text), pair)
         ).with_output_types(Tuple[str, Pair])
-        keyed_memory = self._memory | "KeyMemory" >> beam.Map(
-            lambda entry: (lookup_key(entry.source_lang, entry.target_lang, entry.source_text),
-                           entry.translated_text)
+        pair_keys = key_filter(keyed_pairs | "PairKeys" >> beam.Keys(), self._pairs_expected)
+
+        def needed_memory(entry, pair_keys):
+            key = lookup_key(entry.source_lang, entry.target_lang, entry.source_text)
+            if may_contain(pair_keys, key):
+                yield key, entry.translated_text
+
+        keyed_memory = self._memory | "KeyMemory" >> beam.FlatMap(
+            needed_memory, pair_keys
         ).with_output_types(Tuple[str, str])
         joined = {"pairs": keyed_pairs, "memory": keyed_memory}
         if online:
-            joined["store"] = pairs.pipeline | "ReadStore" >> store.ReadStore(
-                self._store_root, functools.partial(_store_folders, clients, online)
+            joined["store"] = (
+                pairs.pipeline
+                | "ReadStore" >> store.ReadStore(self._store_root, functools.partial(_store_folders, clients, online))
+                | "NeededStoreRows" >> beam.Filter(lambda row, pair_keys: may_contain(pair_keys, row[0]), pair_keys)
             )
         names = {lang: cfg.provider_for(lang).value for lang in self._languages}
         looked_up = (
