@@ -28,7 +28,9 @@ from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider, ctranslate2, google_cloud
 from polycap.transforms.read import ReadCaptions, check_inputs
 from polycap.transforms.records import Failed, Rejected
-from polycap.transforms.sample import RankedSample, SampleCaptions, pair_rank
+from polycap.transforms.key_filter import key_filter
+from polycap.transforms.sample import RankedSample, SampleCaptions, languages_of, pair_rank
+from polycap.transforms.store import lookup_key
 from polycap.transforms.score import ScorePairs
 from polycap.transforms.translate import TranslateCaptions
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
@@ -137,6 +139,9 @@ class _Stages:
         self._run_id = run_id
         self._dry_run = dry_run
         self._margin_reference = None
+        # The translate stages' filter of the keys their pairs can have (key_filter.py); None:
+        # each stage builds its own from its pairs.
+        self.pair_keys = None
 
     def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
@@ -145,6 +150,7 @@ class _Stages:
             cfg.translation, self._memory, self._store_root, self._run_id, cfg.languages,
             dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
             spent_before=spent_before, pairs_expected=cfg.sample.per_language * len(cfg.languages),
+            pair_keys=self.pair_keys,
         )
         return pairs | f"Translate{label}" >> stage, stage.spent
 
@@ -175,6 +181,19 @@ def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
     up."""
     ranked = eligible | "RankCandidates" >> RankedSample(cfg.sample, cfg.languages, cfg.sample.drawn_at_most)
     rounds = Rounds(cfg.sample, cfg.languages, ranked)
+
+    def candidate_keys(keyed_sample):
+        key, ranked_captions = keyed_sample
+        for lang in languages_of(key, cfg.languages):
+            for _, caption in ranked_captions:
+                yield lookup_key(caption.source_lang, lang, caption.text)
+
+    # One filter for every round, from every caption the fill may draw: a round's own pairs
+    # depend on the rounds before, and the memory step of every round is fused in one stage.
+    stages.pair_keys = key_filter(
+        ranked | "CandidateKeys" >> beam.FlatMap(candidate_keys),
+        cfg.sample.drawn_at_most * len(cfg.languages), "CandidateKeyFilter",
+    )
     outputs, accepted, spent = [], [], None
     for number in range(1, cfg.sample.fill_rounds + 1):
         label = f"[{number}]"

@@ -276,17 +276,21 @@ class TranslateCaptions(beam.PTransform):
     providers that bill share the cap in ``languages`` order; after ``expand``, ``self.spent`` is
     the singleton of characters funded up to and including this stage.
 
-    ``pairs_expected`` (from the config) sizes the filter of the pairs' keys that the memory
-    entries and store rows pass before the join (``key_filter.py``): only those that can meet a
-    pair are shuffled.
+    The memory entries and store rows pass a filter of the pairs' keys before the join
+    (``key_filter.py``): only those that can meet a pair are shuffled. ``pair_keys``: that filter
+    as a side input, covering every key the pairs can have (quota fill: every candidate's, so
+    that each round's memory step waits on the same early side input, not on the round before);
+    None: built from the pairs, sized by ``pairs_expected`` (from the config).
     """
 
     def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
                  run_id: str, languages: Sequence[str], dry_run: bool = False,
                  rank_of: Optional[Callable[[Pair], str]] = None,
-                 spent_before: Optional[beam.PCollection] = None, pairs_expected: int = 0):
+                 spent_before: Optional[beam.PCollection] = None, pairs_expected: int = 0,
+                 pair_keys=None):
         super().__init__()
         self._pairs_expected = pairs_expected
+        self._pair_keys = pair_keys
         if cfg.max_characters is not None and rank_of is None:
             raise ValueError("translation.max_characters needs the pairs' sample ranks (rank_of)")
         self._cfg = cfg
@@ -306,7 +310,7 @@ class TranslateCaptions(beam.PTransform):
         keyed_pairs = pairs | "KeyPairs" >> beam.Map(
             lambda pair: (lookup_key(pair.source_lang, pair.target_lang, pair.source_text), pair)
         ).with_output_types(Tuple[str, Pair])
-        pair_keys = key_filter(keyed_pairs | "PairKeys" >> beam.Keys(), self._pairs_expected)
+        pair_keys = self._pair_keys or key_filter(keyed_pairs | "PairKeys" >> beam.Keys(), self._pairs_expected)
 
         def needed_memory(entry, pair_keys):
             key = lookup_key(entry.source_lang, entry.target_lang, entry.source_text)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from pydantic import Field
 
 from polycap.transforms.outputs import Constant, sum_counts
+from polycap.transforms.records import Failed, Pair, Rejected
 from polycap.transforms.section import Section
 from polycap.transforms.text import stable_bucket
 
@@ -87,6 +88,14 @@ def clear_run_outputs(root: str) -> int:
 
 # Rows a Parquet row group holds: a shard is written as its group is read, a row group at a time.
 ROW_GROUP_ROWS = 10_000
+# Rows cross the grouping as their row coder's bytes: a local runner holds every shard's rows in
+# memory until the writer reads them, as decoded values, which take about three times as much.
+_ROW_CODERS = {kind: beam.coders.registry.get_coder(row_type)
+               for kind, row_type in (("accepted", Pair), ("rejected", Rejected), ("failed", Failed))}
+
+
+def _coder_of(folder: str):
+    return _ROW_CODERS[folder.split("/", 1)[0]]
 
 
 def shard_of(record, num_shards: int) -> int:
@@ -100,8 +109,8 @@ def shard_path(root: str, folder: str, shard: int, num_shards: int) -> str:
 
 
 class _WriteShardFn(beam.DoFn):
-    """((folder, shard), rows) -> the shard's Parquet file, with ``schemas[folder]``; None rows
-    (every shard gets one, so an empty shard is a 0-row file with the schema) are skipped. The
+    """((folder, shard), encoded rows) -> the shard's Parquet file, with ``schemas[folder]``; empty
+    rows (every shard gets one, so an empty shard is a 0-row file with the schema) are skipped. The
     rows are written a row group at a time to a temporary name, renamed when whole: readers never
     see a partial file, and a retried shard writes its file again."""
 
@@ -115,9 +124,10 @@ class _WriteShardFn(beam.DoFn):
         schema = self._schemas[folder]
         path = shard_path(self._root, folder, shard, self._num_shards)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        decode = _coder_of(folder).decode
         with FileSystems.create(temporary) as stream:
             with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-                for group in _row_groups((row for row in rows if row is not None), ROW_GROUP_ROWS):
+                for group in _row_groups((decode(row) for row in rows if row), ROW_GROUP_ROWS):
                     columns = {name: [getattr(row, name) for row in group] for name in schema.names}
                     writer.write_table(pa.table(columns, schema=schema))
         FileSystems.rename([temporary], [path])
@@ -153,15 +163,19 @@ class WriteOutputs(beam.PTransform):
         schemas.update({"rejected": REJECTED_SCHEMA, "failed": FAILED_SCHEMA})
 
         def keyed(folder_of):
-            return lambda record: ((folder_of(record), shard_of(record, shards)), record)
+            def key_and_encode(record):
+                folder = folder_of(record)
+                return (folder, shard_of(record, shards)), _coder_of(folder).encode(record)
 
-        every_shard = [((folder, shard), None) for folder in schemas for shard in range(shards)]
+            return beam.Map(key_and_encode).with_output_types(Tuple[Tuple[str, int], bytes])
+
+        every_shard = [((folder, shard), b"") for folder in schemas for shard in range(shards)]
         return (
             (
-                accepted | "KeyAccepted" >> beam.Map(keyed(lambda pair: f"accepted/lang={pair.target_lang}")),
-                rejected | "KeyRejected" >> beam.Map(keyed(lambda _: "rejected")),
-                failed | "KeyFailed" >> beam.Map(keyed(lambda _: "failed")),
-                accepted.pipeline | "EveryShard" >> Constant(every_shard),
+                accepted | "KeyAccepted" >> keyed(lambda pair: f"accepted/lang={pair.target_lang}"),
+                rejected | "KeyRejected" >> keyed(lambda _: "rejected"),
+                failed | "KeyFailed" >> keyed(lambda _: "failed"),
+                accepted.pipeline | "EveryShard" >> Constant(every_shard, Tuple[Tuple[str, int], bytes]),
             )
             | "AllRows" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
