@@ -93,7 +93,7 @@ class _TagAndJudgeFn(beam.DoFn):
     Valid captions are tagged ``batch_size`` at a time as they come, a bundle's rest when it
     ends; ``threads`` batches at once (``batch_threads.py``)."""
 
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int):
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int = 1):
         self._cfg = cfg
         self._load_tagger = load_tagger
         self._threads = threads
@@ -184,7 +184,7 @@ def _split(label: str, captions, to_tag: Callable[..., bool], *side_inputs):
 class _TagAndJudge(beam.PTransform):
     """PCollection[Caption] -> StageOutput(kept, rejected, failed): every caption tagged."""
 
-    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int):
+    def __init__(self, cfg: PropnConfig, load_tagger: Callable[[str], Any], threads: int = 1):
         super().__init__()
         self._cfg = cfg
         self._load_tagger = load_tagger

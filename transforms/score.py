@@ -145,7 +145,7 @@ class _EncodeBatchFn(beam.DoFn):
     ``Embedded``), or a Failed row (``encoder_error``) for a pair the encoder raises on alone or
     gives a non-finite score. ``threads`` batches are encoded at once (``batch_threads.py``)."""
 
-    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder], threads: int):
+    def __init__(self, cfg: ScoreConfig, load: Callable[[ScoreConfig], Encoder], threads: int = 1):
         self._cfg = cfg
         self._load = load
         self._threads = threads
