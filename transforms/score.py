@@ -163,12 +163,12 @@ class _EncodeBatchFn(beam.DoFn):
         self._batches.discard()
 
     def process(self, batch: list):
-        for batch, outcomes in self._batches.submit(batch):
-            yield from self._outputs(batch, outcomes)
+        for done, outcomes in self._batches.submit(batch):  # the batches done so far, in order
+            yield from self._outputs(done, outcomes)
 
     def finish_bundle(self):
-        for batch, outcomes in self._batches.drain():
-            yield from map(in_global_window, self._outputs(batch, outcomes))
+        for done, outcomes in self._batches.drain():
+            yield from map(in_global_window, self._outputs(done, outcomes))
 
     def teardown(self):
         self._batches.close()
