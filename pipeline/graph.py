@@ -27,12 +27,11 @@ from polycap.transforms.outputs import Constant, StageOutput
 from polycap.transforms.propn import DropProperNounCaptions
 from polycap.transforms.providers import OnlineProvider, ctranslate2, google_cloud
 from polycap.transforms.read import ReadCaptions, check_inputs
-from polycap.transforms.records import Failed, Rejected
+from polycap.transforms.records import Failed, Pair, Rejected
 from polycap.transforms.key_filter import key_filter
 from polycap.transforms.sample import RankedSample, SampleCaptions, languages_of, pair_rank
-from polycap.transforms.store import lookup_key
 from polycap.transforms.score import ScorePairs
-from polycap.transforms.translate import TranslateCaptions
+from polycap.transforms.translate import TranslateCaptions, pair_key
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
 
 
@@ -186,7 +185,7 @@ def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
         key, ranked_captions = keyed_sample
         for lang in languages_of(key, cfg.languages):
             for _, caption in ranked_captions:
-                yield lookup_key(caption.source_lang, lang, caption.text)
+                yield pair_key(Pair.for_language(caption, lang))
 
     # One filter for every round, from every caption the fill may draw: a round's own pairs
     # depend on the rounds before, and the memory step of every round is fused in one stage.

@@ -151,6 +151,11 @@ def _failed(pairs, reason: Reason, error: str):
         yield beam.pvalue.TaggedOutput(FAILED, fail(pair, Stage.TRANSLATE, reason, error))
 
 
+def pair_key(pair: Pair) -> str:
+    """The key a pair is looked up under, and the key filter's (``pair_keys``) entry for it."""
+    return lookup_key(pair.source_lang, pair.target_lang, pair.source_text)
+
+
 class _LookUpFn(beam.DoFn):
     """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups.
     ``providers``: each language's provider, the one a store hit of it is from. A run without an
@@ -308,7 +313,7 @@ class TranslateCaptions(beam.PTransform):
         online = cfg.languages_by_provider(self._languages)
         clients = {kind: make_provider(cfg, kind) for kind in online}
         keyed_pairs = pairs | "KeyPairs" >> beam.Map(
-            lambda pair: (lookup_key(pair.source_lang, pair.target_lang, pair.source_text), pair)
+            lambda pair: (pair_key(pair), pair)
         ).with_output_types(Tuple[str, Pair])
         pair_keys = self._pair_keys or key_filter(keyed_pairs | "PairKeys" >> beam.Keys(), self._pairs_expected)
 
