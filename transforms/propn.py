@@ -193,7 +193,9 @@ class _TagAndJudge(beam.PTransform):
     def expand(self, captions):
         judged = captions | "TagAndJudge" >> beam.ParDo(
             _TagAndJudgeFn(self._cfg, self._load_tagger, self._threads)
-        ).with_output_types(Caption, **{REJECTED: Rejected}).with_outputs(REJECTED, FAILED, main=KEPT)
+        ).with_output_types(Caption, **{REJECTED: Rejected, FAILED: Any}).with_outputs(
+            REJECTED, FAILED, main=KEPT
+        )
         return StageOutput(kept=judged[KEPT], rejected=judged[REJECTED], failed=judged[FAILED])
 
 
