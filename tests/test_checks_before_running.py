@@ -91,3 +91,24 @@ def test_model_threads_share_this_machines_cores_among_the_bundles_run_at_once()
     assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing",
                    "--direct_num_workers=0") == 1  # 0: a worker per core
     assert threads("--runner=DataflowRunner") == 1  # a worker process per core already
+
+
+def test_run_options_make_each_view_once_and_every_view_shares_the_values():
+    import pickle
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions, TypeOptions
+
+    from polycap.pipeline.cli import RunOptions
+
+    options = RunOptions(["--runner=FnApiRunner", "--direct_num_workers=3"])
+    direct = options.view_as(DirectOptions)
+    assert options.view_as(DirectOptions) is direct and direct.direct_num_workers == 3
+    options.view_as(TypeOptions).pipeline_type_check = False
+    copied = beam.Pipeline(options=options).options  # a deep copy, its views with it
+    assert copied.view_as(TypeOptions).pipeline_type_check is False
+    copied.view_as(DirectOptions).direct_num_workers = 5
+    assert copied.view_as(StandardOptions).runner == "FnApiRunner"
+    assert copied.get_all_options()["direct_num_workers"] == 5
+    assert options.view_as(DirectOptions).direct_num_workers == 3  # the copy's are its own
+    assert pickle.loads(pickle.dumps(copied)).view_as(DirectOptions).direct_num_workers == 5
