@@ -319,10 +319,12 @@ def _unreadable(report: dict) -> Optional[tuple[str, bool]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # polycap's annotations are strings (PEP 563), which Beam reads as Any, saying so in a line
-    # each: a hundred lines a run. The types Beam uses are those the stages declare
-    # (with_output_types).
-    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
+    # Beam's INFO lines a local run has no use for: one for each of polycap's annotations, which
+    # are strings (PEP 563) that Beam reads as Any (a hundred lines a run; the types Beam uses
+    # are those the stages declare with with_output_types), BatchElements' statistics of every
+    # pair-check step, and the in-process worker's state cache size.
+    for quiet in ("typehints.native_type_compatibility", "transforms.util", "runners.worker.statecache"):
+        logging.getLogger(f"apache_beam.{quiet}").setLevel(logging.WARNING)
     argv = list(sys.argv[1:] if argv is None else argv)
     command_args, beam_args = _parser().parse_known_args(argv)
     try:
