@@ -132,6 +132,9 @@ def test_the_command_line_runs_and_says_where_the_report_is(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == f"report: {tmp_path}/audit/audit.html"
     assert "de: sampled 30 -> accepted" in done.stdout
+    # None of Beam's INFO lines a local run has no use for (one per string type hint, ...).
+    assert "Converting string literal type hint" not in done.stderr
+    assert "BatchElements statistics" not in done.stderr
 
 
 def test_missing_input_is_one_line_naming_the_key(tmp_path):
