@@ -140,7 +140,9 @@ class RunOptions(PipelineOptions):
     def view_as(self, cls):
         views = self.__dict__.setdefault("_views", {})  # not through PipelineOptions.__setattr__
         view = views.get(cls)
-        # A deep copy (beam.Pipeline takes one) copies the views with the values they share.
+        # A copy's views must read the copy's values. A deep copy (beam.Pipeline takes one)
+        # copies both together; a shallow copy would share the views of the original, whose
+        # values are other ones, so such a view is made again.
         if view is None or view._all_options is not self._all_options:
             view = views[cls] = super().view_as(cls)
         return view

@@ -94,6 +94,7 @@ def test_model_threads_share_this_machines_cores_among_the_bundles_run_at_once()
 
 
 def test_run_options_make_each_view_once_and_every_view_shares_the_values():
+    import copy
     import pickle
 
     import apache_beam as beam
@@ -112,3 +113,7 @@ def test_run_options_make_each_view_once_and_every_view_shares_the_values():
     assert copied.get_all_options()["direct_num_workers"] == 5
     assert options.view_as(DirectOptions).direct_num_workers == 3  # the copy's are its own
     assert pickle.loads(pickle.dumps(copied)).view_as(DirectOptions).direct_num_workers == 5
+    shallow = copy.copy(copied)  # shares the views, but not the values once they are replaced
+    shallow._all_options = dict(copied._all_options, direct_num_workers=7)
+    assert shallow.view_as(DirectOptions).direct_num_workers == 7
+    assert copied.view_as(DirectOptions).direct_num_workers == 5
