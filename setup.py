@@ -80,5 +80,5 @@ setup(
             f"apache-beam[gcp]=={BEAM_VERSION}",
         ],
     },
-    entry_points={"console_scripts": ["polycap=polycap.pipeline.cli:console"]},
+    entry_points={"console_scripts": ["polycap=polycap.pipeline.command:console"]},
 )

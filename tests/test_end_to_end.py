@@ -113,14 +113,14 @@ def test_audit_command_recomputes_the_same_numbers(demo_run):
     output, audit = demo_run
     (output / "audit" / "audit.json").unlink()
     done = subprocess.run(
-        [sys.executable, "-m", "polycap.pipeline.cli", "audit", str(output)], capture_output=True, text=True
+        [sys.executable, "-m", "polycap.pipeline.command", "audit", str(output)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((output / "audit" / "audit.json").read_text())["input"] == audit["input"]
 
 
 def _polycap(*args):
-    return subprocess.run([sys.executable, "-m", "polycap.pipeline.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "polycap.pipeline.command", *args], capture_output=True, text=True)
 
 
 def test_the_command_line_runs_and_says_where_the_report_is(tmp_path):

@@ -52,7 +52,7 @@ UNREACHABLE_TIMEOUT_S = 60
 def _polycap(*args: str, timeout: float) -> subprocess.CompletedProcess:
     """``polycap`` as a user runs it; a run past ``timeout`` fails the test instead of hanging,
     and its worker processes end with it (they are in its process group)."""
-    command = [sys.executable, "-m", "polycap.pipeline.cli", *args]
+    command = [sys.executable, "-m", "polycap.pipeline.command", *args]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
     )

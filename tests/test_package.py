@@ -51,7 +51,7 @@ def test_the_wheel_installs_one_top_level_package(wheel):
     (info,) = [name for name in top_level if name.endswith(".dist-info")]
     assert wheel[f"{info}/top_level.txt"].decode().split() == ["polycap"]
     entry_points = wheel[f"{info}/entry_points.txt"].decode()
-    assert "polycap = polycap.pipeline.cli:console" in entry_points
+    assert "polycap = polycap.pipeline.command:console" in entry_points
 
 
 def test_the_wheel_carries_every_module_under_polycap(wheel):

@@ -234,7 +234,7 @@ def test_run_on_s3_writes_shards_and_audit_to_s3(s3_run):
 def test_audit_command_recomputes_an_s3_output(s3_run, s3_endpoint):
     _, audit, _ = s3_run
     done = subprocess.run(
-        [sys.executable, "-m", "polycap.pipeline.cli", "audit", f"s3://{BUCKET}/out", *_s3_options(s3_endpoint)],
+        [sys.executable, "-m", "polycap.pipeline.command", "audit", f"s3://{BUCKET}/out", *_s3_options(s3_endpoint)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -209,7 +209,7 @@ def test_client_side_rate_limit_spaces_requests(translations, multi30k_val):
 
 def _run_command(output, fake, store, *extra):
     return [
-        sys.executable, "-m", "polycap.pipeline.cli", "run", "--config", DEMO, "--output", str(output),
+        sys.executable, "-m", "polycap.pipeline.command", "run", "--config", DEMO, "--output", str(output),
         "--set", f"inputs={INPUTS}", "--set", "translation.memory=[]",
         "--set", "translation.provider=aws", "--set", f"translation.aws.endpoint_url={fake.endpoint_url}",
         "--set", f"translation.store={store}", "--set", "translation.batch_size=8",

@@ -1,0 +1,47 @@
+"""The ``polycap`` command's process (pipeline/command.py): garbage collection held through
+start-up, then frozen start-up objects and collection as usual while the pipeline runs."""
+
+import gc
+import json
+import subprocess
+import sys
+
+from polycap.pipeline import command
+from tests.conftest import ROOT, SAMPLES
+
+# What the console script does, with an observer of every collection from the call on: the
+# number of frozen objects when it started, and its generation.
+OBSERVED = """
+import atexit, gc, json, sys
+from polycap.pipeline import command
+seen = []
+gc.callbacks.append(lambda phase, info: phase == "start" and seen.append((gc.get_freeze_count(), info["generation"])))
+atexit.register(lambda: print("COLLECTIONS " + json.dumps(seen), file=sys.stderr))
+sys.argv = ["polycap", *sys.argv[1:]]
+command.console()
+"""
+
+
+def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as_usual(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", OBSERVED, "run", "--quiet", "--config", str(ROOT / "configs" / "demo.yaml"),
+         "--output", str(tmp_path),
+         "--set", f"inputs=[{{format: multi30k, path: {SAMPLES}/parallel/multi30k/val.en}}]",
+         "--set", "sample.per_language=30", "--set", "sample.fill=false"],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "de: sampled 30 -> accepted" in done.stdout
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("COLLECTIONS ")]
+    collections = json.loads(line.removeprefix("COLLECTIONS "))
+    # The run made garbage and it was collected, full passes included ...
+    assert len(collections) > 10 and any(generation == 2 for _, generation in collections)
+    # ... and every pass came after start-up's objects (Beam's modules and more) were frozen.
+    assert min(frozen for frozen, _ in collections) > 100_000
+
+
+def test_a_process_that_is_not_the_command_holds_nothing():
+    frozen = gc.get_freeze_count()
+    command.release_collection()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
