@@ -31,7 +31,7 @@ from polycap.transforms.records import Failed, Pair, Rejected
 from polycap.transforms.key_filter import key_filter
 from polycap.transforms.sample import RankedSample, SampleCaptions, languages_of, pair_rank
 from polycap.transforms.score import ScorePairs
-from polycap.transforms.translate import TranslateCaptions, pair_key
+from polycap.transforms.translate import TranslateCaptions, needed_memory, pair_key
 from polycap.transforms.write import COUNTS_FILE, DRY_RUN_FILE, WriteCounts, WriteOutputs
 
 
@@ -133,23 +133,26 @@ class _Stages:
                  threads: int = 1):
         self._cfg = cfg
         self._threads = threads
-        self._memory = memory
+        self.memory = memory
         self._store_root = store_root
         self._run_id = run_id
         self._dry_run = dry_run
         self._margin_reference = None
-        # The translate stages' filter of the keys their pairs can have (key_filter.py); None:
-        # each stage builds its own from its pairs.
+        # The translate stages' filter of the keys their pairs can have (key_filter.py), and the
+        # memory's entries that pass it, keyed once for them all; None: each stage builds its
+        # own from its pairs.
         self.pair_keys = None
+        self.keyed_memory = None
 
     def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
         cfg = self._cfg
+        shared = self.keyed_memory is not None
         stage = TranslateCaptions(
-            cfg.translation, self._memory, self._store_root, self._run_id, cfg.languages,
-            dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
+            cfg.translation, None if shared else self.memory, self._store_root, self._run_id,
+            cfg.languages, dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
             spent_before=spent_before, pairs_expected=cfg.sample.per_language * len(cfg.languages),
-            pair_keys=self.pair_keys,
+            pair_keys=self.pair_keys, keyed_memory=self.keyed_memory,
         )
         return pairs | f"Translate{label}" >> stage, stage.spent
 
@@ -188,11 +191,13 @@ def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
                 yield pair_key(Pair.for_language(caption, lang))
 
     # One filter for every round, from every caption the fill may draw: a round's own pairs
-    # depend on the rounds before, and the memory step of every round is fused in one stage.
+    # depend on the rounds before. So the memory's entries that pass it are the same for every
+    # round, and are keyed once.
     stages.pair_keys = key_filter(
         ranked | "CandidateKeys" >> beam.FlatMap(candidate_keys),
         cfg.sample.drawn_at_most * len(cfg.languages), "CandidateKeyFilter",
     )
+    stages.keyed_memory = needed_memory(stages.memory, stages.pair_keys, "Translate[memory]")
     outputs, accepted, spent = [], [], None
     for number in range(1, cfg.sample.fill_rounds + 1):
         label = f"[{number}]"

@@ -7,7 +7,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from polycap.transforms.errors import ConfigError, InputError
 from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
 from polycap.transforms.records import MemoryEntry
-from polycap.transforms.translate import TranslateCaptions, TranslationConfig
+from polycap.transforms.key_filter import key_filter
+from polycap.transforms.translate import TranslateCaptions, TranslationConfig, needed_memory, pair_key
 from tests.conftest import MULTI30K, local_pipeline, pair
 
 KEY = "translation.memory[0].path"
@@ -95,3 +96,41 @@ def test_memory_hits_are_translated_and_misses_fail_with_no_translation(multi30k
             ),
             label="Misses",
         )
+
+
+def test_stages_sharing_one_keyed_memory_each_find_their_own_hits(multi30k_val):
+    # Quota fill's rounds: one key filter of every candidate, the memory keyed once for all.
+    memory = [MemoryEntry("en", "de", multi30k_val["en"][n], multi30k_val["de"][n]) for n in range(4)]
+    rounds = [
+        [pair("multi30k:val:1", multi30k_val["en"][0], "de"), pair("coco:38", "A black Honda motorcycle.", "de")],
+        [pair("multi30k:val:3", multi30k_val["en"][2], "de")],
+    ]
+    cfg = TranslationConfig(memory=[_parallel("unused.en")])
+    with local_pipeline() as pipeline:
+        candidates = pipeline | "Candidates" >> beam.Create([pair_key(p) for pairs in rounds for p in pairs])
+        pair_keys = key_filter(candidates, 8)
+        keyed = needed_memory(pipeline | "Memory" >> beam.Create(memory), pair_keys)
+        for number, pairs in enumerate(rounds, 1):
+            out = pipeline | f"Pairs[{number}]" >> beam.Create(pairs) | f"Translate[{number}]" >> TranslateCaptions(
+                cfg, None, store_root="unused", run_id="test", languages=("de",),
+                pair_keys=pair_keys, keyed_memory=keyed,
+            )
+            assert_that(
+                out.kept | f"Hits[{number}]" >> beam.Map(lambda p: (p.caption_id, p.translated_text)),
+                equal_to([(p.caption_id, multi30k_val["de"][int(p.caption_id[-1]) - 1])
+                          for p in pairs if p.caption_id.startswith("multi30k")]),
+                label=f"Round{number}Hits",
+            )
+            assert_that(
+                out.failed | f"Misses[{number}]" >> beam.Map(lambda f: f.caption_id),
+                equal_to([p.caption_id for p in pairs if p.caption_id.startswith("coco")]),
+                label=f"Round{number}Misses",
+            )
+
+
+def test_a_stage_takes_its_memory_one_way():
+    cfg = TranslationConfig(memory=[_parallel("unused.en")])
+    with pytest.raises(ValueError, match="memory, or keyed_memory"):
+        TranslateCaptions(cfg, None, store_root="unused", run_id="test", languages=("de",))
+    with pytest.raises(ValueError, match="memory, or keyed_memory"):
+        TranslateCaptions(cfg, None, store_root="unused", run_id="test", languages=("de",), keyed_memory=object())

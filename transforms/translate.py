@@ -156,6 +156,18 @@ def pair_key(pair: Pair) -> str:
     return lookup_key(pair.source_lang, pair.target_lang, pair.source_text)
 
 
+def needed_memory(memory: beam.PCollection, pair_keys, label: str = "KeyMemory") -> beam.PCollection:
+    """PCollection[MemoryEntry] -> PCollection[(lookup key, translated text)]: the entries whose
+    key may be a pair's. ``pair_keys``: the pairs' key filter (``key_filter.py``), a side input."""
+
+    def needed(entry, pair_keys):
+        key = lookup_key(entry.source_lang, entry.target_lang, entry.source_text)
+        if may_contain(pair_keys, key):
+            yield key, entry.translated_text
+
+    return memory | label >> beam.FlatMap(needed, pair_keys).with_output_types(Tuple[str, str])
+
+
 class _LookUpFn(beam.DoFn):
     """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups.
     ``providers``: each language's provider, the one a store hit of it is from. A run without an
@@ -285,15 +297,20 @@ class TranslateCaptions(beam.PTransform):
     (``key_filter.py``): only those that can meet a pair are shuffled. ``pair_keys``: that filter
     as a side input, covering every key the pairs can have (quota fill: every candidate's, so
     that each round's memory step waits on the same early side input, not on the round before);
-    None: built from the pairs, sized by ``pairs_expected`` (from the config).
+    None: built from the pairs, sized by ``pairs_expected`` (from the config). ``keyed_memory``:
+    with ``pair_keys``, the memory's entries that pass it (``needed_memory``), keyed once for
+    every stage that shares the filter (quota fill's rounds); ``memory`` is then None.
     """
 
-    def __init__(self, cfg: TranslationConfig, memory: beam.PCollection, store_root: str,
+    def __init__(self, cfg: TranslationConfig, memory: Optional[beam.PCollection], store_root: str,
                  run_id: str, languages: Sequence[str], dry_run: bool = False,
                  rank_of: Optional[Callable[[Pair], str]] = None,
                  spent_before: Optional[beam.PCollection] = None, pairs_expected: int = 0,
-                 pair_keys=None):
+                 pair_keys=None, keyed_memory: Optional[beam.PCollection] = None):
         super().__init__()
+        if (keyed_memory is None) == (memory is None) or (keyed_memory is not None and pair_keys is None):
+            raise ValueError("TranslateCaptions takes memory, or keyed_memory with the pair_keys it passed")
+        self._keyed_memory = keyed_memory
         self._pairs_expected = pairs_expected
         self._pair_keys = pair_keys
         if cfg.max_characters is not None and rank_of is None:
@@ -316,15 +333,9 @@ class TranslateCaptions(beam.PTransform):
             lambda pair: (pair_key(pair), pair)
         ).with_output_types(Tuple[str, Pair])
         pair_keys = self._pair_keys or key_filter(keyed_pairs | "PairKeys" >> beam.Keys(), self._pairs_expected)
-
-        def needed_memory(entry, pair_keys):
-            key = lookup_key(entry.source_lang, entry.target_lang, entry.source_text)
-            if may_contain(pair_keys, key):
-                yield key, entry.translated_text
-
-        keyed_memory = self._memory | "KeyMemory" >> beam.FlatMap(
-            needed_memory, pair_keys
-        ).with_output_types(Tuple[str, str])
+        keyed_memory = self._keyed_memory
+        if keyed_memory is None:
+            keyed_memory = needed_memory(self._memory, pair_keys)
         joined = {"pairs": keyed_pairs, "memory": keyed_memory}
         if online:
             joined["store"] = (
