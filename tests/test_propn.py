@@ -5,6 +5,7 @@ import pytest
 from apache_beam.metrics import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
+from polycap.transforms import pos_tagger
 from polycap.transforms.errors import ConfigError
 from polycap.transforms.pos_tagger import check_model, invalid_text, load_spacy_tagger
 from polycap.transforms.propn import DropProperNounCaptions, PropnConfig, propn_ratio
@@ -41,6 +42,29 @@ def test_check_model_accepts_the_installed_package_and_its_directory():
     check_model(MODEL)
     nlp = load_spacy_tagger(MODEL)
     assert nlp.pipe_names == ["tok2vec", "tagger", "attribute_ruler"]
+
+
+def test_the_tagger_is_spacys_own_load_with_the_saved_tokenizer_built_once(multi30k_val):
+    import spacy
+
+    ours = load_spacy_tagger(MODEL)
+    spacys = spacy.load(MODEL, exclude=list(pos_tagger._EXCLUDED))
+    assert ours.tokenizer.to_bytes() == spacys.tokenizer.to_bytes()
+    assert ours.config["nlp"]["tokenizer"] == spacys.config["nlp"]["tokenizer"]
+    texts = multi30k_val["en"][:300]
+    tagged = lambda nlp: [[(t.text, t.pos_) for t in doc] for doc in nlp.pipe(texts)]
+    assert tagged(ours) == tagged(spacys)
+
+
+def test_only_a_saved_standard_tokenizer_is_built_empty(tmp_path):
+    assert pos_tagger._keeps_saved_standard_tokenizer(MODEL)
+    load_spacy_tagger(MODEL).to_disk(tmp_path / "saved")
+    assert pos_tagger._keeps_saved_standard_tokenizer(str(tmp_path / "saved"))
+    config = tmp_path / "saved" / "config.cfg"
+    config.write_text(config.read_text().replace('"spacy.Tokenizer.v1"', '"spacy.ja.JapaneseTokenizer"'))
+    assert not pos_tagger._keeps_saved_standard_tokenizer(str(tmp_path / "saved"))
+    load_spacy_tagger(MODEL).to_disk(tmp_path / "unsaved", exclude=["tokenizer"])
+    assert not pos_tagger._keeps_saved_standard_tokenizer(str(tmp_path / "unsaved"))
 
 
 def test_check_model_saved_directory(tmp_path):
