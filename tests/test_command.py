@@ -34,8 +34,8 @@ def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as
     assert "de: sampled 30 -> accepted" in done.stdout
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("COLLECTIONS ")]
     collections = json.loads(line.removeprefix("COLLECTIONS "))
-    # The run made garbage and it was collected, full passes included ...
-    assert len(collections) > 10 and any(generation == 2 for _, generation in collections)
+    # The run made garbage and it was collected ...
+    assert len(collections) > 10
     # ... and every pass came after start-up's objects (Beam's modules and more) were frozen.
     assert min(frozen for frozen, _ in collections) > 100_000
 

@@ -49,7 +49,8 @@ def test_the_tagger_is_spacys_own_load_with_the_saved_tokenizer_built_once(multi
 
     ours = load_spacy_tagger(MODEL)
     spacys = spacy.load(MODEL, exclude=list(pos_tagger._EXCLUDED))
-    assert ours.tokenizer.to_bytes() == spacys.tokenizer.to_bytes()
+    # Without the vocabulary, which grows with every text the (cached) tagger has seen.
+    assert ours.tokenizer.to_bytes(exclude=["vocab"]) == spacys.tokenizer.to_bytes(exclude=["vocab"])
     assert ours.config["nlp"]["tokenizer"] == spacys.config["nlp"]["tokenizer"]
     texts = multi30k_val["en"][:300]
     tagged = lambda nlp: [[(t.text, t.pos_) for t in doc] for doc in nlp.pipe(texts)]

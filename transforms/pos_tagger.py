@@ -98,12 +98,12 @@ def _keeps_saved_standard_tokenizer(model: str) -> bool:
     folder = _model_meta_dir(model)
     if folder is None:
         return False
-    if spacy.util.is_package(model):
-        meta = spacy.util.get_model_meta(folder)
-        folder = folder / f"{meta['lang']}_{meta['name']}-{meta['version']}"
     try:
+        if spacy.util.is_package(model):
+            meta = spacy.util.get_model_meta(folder)
+            folder = folder / f"{meta['lang']}_{meta['name']}-{meta['version']}"
         tokenizer = spacy.util.load_config(folder / "config.cfg")["nlp"]["tokenizer"]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):  # spacy.load says what is wrong with the model
         return False
     return tokenizer.get("@tokenizers") == _STANDARD_TOKENIZER and (folder / "tokenizer").is_file()
 
