@@ -17,6 +17,7 @@ import argparse
 import datetime
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -658,6 +659,9 @@ def main(argv=None) -> int:
         "copies k >= 2 carry a ' (k)' suffix on the caption and its translations",
     }
     log(f"benchmarking {repo}; work directory {workdir}")
+    if importlib.util.find_spec("pandas") is not None:
+        log("warning: pandas is installed in this environment, so every polycap run measured here "
+            f"pays its import (~0.5 s, Beam imports it); make bench keeps it in {BASELINE_LIBS}")
     if "throughput" in only and not args.no_baseline and _baseline_pandas() is None:
         print(f"the baseline needs pandas in {BASELINE_LIBS}: run make bench, or pass --no-baseline",
               file=sys.stderr)
