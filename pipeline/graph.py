@@ -133,26 +133,32 @@ class _Stages:
                  threads: int = 1):
         self._cfg = cfg
         self._threads = threads
-        self.memory = memory
+        self._memory = memory
         self._store_root = store_root
         self._run_id = run_id
         self._dry_run = dry_run
         self._margin_reference = None
         # The translate stages' filter of the keys their pairs can have (key_filter.py), and the
-        # memory's entries that pass it, keyed once for them all; None: each stage builds its
-        # own from its pairs.
-        self.pair_keys = None
-        self.keyed_memory = None
+        # memory's entries that pass it, keyed once for them all (share_key_filter); None: each
+        # stage builds its own from its pairs.
+        self._pair_keys = None
+        self._keyed_memory = None
+
+    def share_key_filter(self, pair_keys) -> None:
+        """Every later translate stage looks up its pairs through ``pair_keys``, which covers
+        them all; the memory's entries that pass it are keyed once, here, for them all."""
+        self._pair_keys = pair_keys
+        self._keyed_memory = needed_memory(self._memory, pair_keys, "Translate[memory]")
 
     def translate(self, pairs, label: str = "", spent_before=None) -> tuple[StageOutput, object]:
         """(StageOutput, the singleton of characters funded so far, or None without a cap)."""
         cfg = self._cfg
-        shared = self.keyed_memory is not None
         stage = TranslateCaptions(
-            cfg.translation, None if shared else self.memory, self._store_root, self._run_id,
-            cfg.languages, dry_run=self._dry_run, rank_of=functools.partial(pair_rank, cfg.sample),
-            spent_before=spent_before, pairs_expected=cfg.sample.per_language * len(cfg.languages),
-            pair_keys=self.pair_keys, keyed_memory=self.keyed_memory,
+            cfg.translation, self._memory if self._keyed_memory is None else None, self._store_root,
+            self._run_id, cfg.languages, dry_run=self._dry_run,
+            rank_of=functools.partial(pair_rank, cfg.sample), spent_before=spent_before,
+            pairs_expected=cfg.sample.per_language * len(cfg.languages),
+            pair_keys=self._pair_keys, keyed_memory=self._keyed_memory,
         )
         return pairs | f"Translate{label}" >> stage, stage.spent
 
@@ -193,11 +199,10 @@ def _fill_rounds(eligible, cfg: Config, stages: _Stages) -> tuple:
     # One filter for every round, from every caption the fill may draw: a round's own pairs
     # depend on the rounds before. So the memory's entries that pass it are the same for every
     # round, and are keyed once.
-    stages.pair_keys = key_filter(
+    stages.share_key_filter(key_filter(
         ranked | "CandidateKeys" >> beam.FlatMap(candidate_keys),
         cfg.sample.drawn_at_most * len(cfg.languages), "CandidateKeyFilter",
-    )
-    stages.keyed_memory = needed_memory(stages.memory, stages.pair_keys, "Translate[memory]")
+    ))
     outputs, accepted, spent = [], [], None
     for number in range(1, cfg.sample.fill_rounds + 1):
         label = f"[{number}]"
