@@ -19,7 +19,7 @@ from pydantic import Field
 
 from polycap.transforms.errors import ConfigError, InputError, PolycapError
 from polycap.transforms.files import count_lines, matched_paths, read_lines
-from polycap.transforms.outputs import StageOutput
+from polycap.transforms.outputs import Constant, StageOutput
 from polycap.transforms.records import MemoryEntry
 from polycap.transforms.section import Section
 
@@ -134,7 +134,12 @@ def read_aligned(files: AlignedFiles) -> Iterator[MemoryEntry]:
 class ReadTranslationMemory(beam.PTransform):
     """PBegin -> StageOutput(kept=PCollection[MemoryEntry]) from every configured memory, only
     for the configured source and target languages. Rejects nothing: a memory that cannot be
-    listed or is misaligned is an error before the pipeline runs."""
+    listed or is misaligned is an error before the pipeline runs.
+
+    Every ``parallel_text`` memory's file pairs, listed when the graph is built, are spread over
+    the workers by a GroupByKey on their paths, each pair read by one worker (two steps; a
+    ``beam.Create`` of them would add a Reshuffle of six). They hold only the configured
+    languages, so only Parquet rows, which name theirs, pass a filter."""
 
     def __init__(self, memories: Sequence[MemoryConfig], source_lang: str, languages: Sequence[str]):
         super().__init__()
@@ -143,34 +148,33 @@ class ReadTranslationMemory(beam.PTransform):
         self._languages = tuple(languages)
 
     def expand(self, pbegin):
-        parts = []
+        parts, aligned = [], []
         for index, memory in enumerate(self._memories):
             key = f"translation.memory[{index}].path"
             if memory.format is MemoryFormat.PARALLEL_TEXT:
-                files = aligned_files(memory.path, key, self._source_lang, self._languages)
-                parts.append(
-                    pbegin
-                    | f"ListAligned{index}" >> beam.Create(files)
-                    | f"ReadAligned{index}" >> beam.FlatMap(read_aligned).with_output_types(MemoryEntry)
-                )
+                aligned += aligned_files(memory.path, key, self._source_lang, self._languages)
             else:
                 matched_paths(memory.path, key)
+                wanted, source_lang = set(self._languages), self._source_lang
                 parts.append(
                     pbegin
                     | f"ReadParquet{index}" >> ReadFromParquet(memory.path, columns=PARQUET_COLUMNS)
-                    | f"ToEntries{index}" >> beam.Map(lambda row: MemoryEntry(**row)).with_output_types(MemoryEntry)
+                    | f"ToEntries{index}" >> beam.FlatMap(
+                        lambda row: [MemoryEntry(**row)] if row["source_lang"] == source_lang
+                        and row["target_lang"] in wanted and row["translated_text"] is not None else []
+                    ).with_output_types(MemoryEntry)
                 )
-        if not parts:
-            return StageOutput(kept=pbegin | "NoMemory" >> beam.Create([]).with_output_types(MemoryEntry))
-        wanted = set(self._languages)
-        entries = (
-            parts
-            | "FlattenMemories" >> beam.Flatten()
-            | "ConfiguredLanguages"
-            >> beam.Filter(
-                lambda entry, source_lang=self._source_lang: entry.source_lang == source_lang
-                and entry.target_lang in wanted
-                and entry.translated_text is not None
+        if aligned:
+            parts.append(
+                pbegin
+                | "ListAligned" >> Constant([(f"{files.source_path}\t{files.target_path}", files) for files in aligned])
+                | "SpreadAligned" >> beam.GroupByKey()
+                | "ReadAligned" >> beam.FlatMapTuple(
+                    lambda _, same_files: (entry for files in same_files for entry in read_aligned(files))
+                ).with_output_types(MemoryEntry)
             )
-        )
-        return StageOutput(kept=entries)
+        if not parts:
+            return StageOutput(kept=pbegin | "NoMemory" >> Constant([], MemoryEntry))
+        if len(parts) == 1:
+            return StageOutput(kept=parts[0])
+        return StageOutput(kept=parts | "FlattenMemories" >> beam.Flatten().with_output_types(MemoryEntry))
