@@ -112,6 +112,10 @@ def _files(root: str, folder: str, languages: frozenset) -> list[tuple[str, froz
             for metadata in FileSystems.match([store_pattern(root, folder)])[0].metadata_list]
 
 
+def _rows_of(path: str, languages: frozenset) -> list[dict]:
+    return [row for row in read_batch(path) if row["target_lang"] in languages]
+
+
 class ReadStore(beam.PTransform):
     """PBegin -> PCollection[(lookup_key, (translated_text, untranslated))]: each language's rows
     of its own folder, so the store keeps each provider's translations apart (a language that
@@ -119,7 +123,7 @@ class ReadStore(beam.PTransform):
     (``row_key``). ``folders()`` -> {language: folder}, called where the workers run
     (``Provider.store_names``: a local model's folder is a digest of its files, which the machine
     that launches the job may not have). The files are listed and read on the workers, one file at
-    a time."""
+    a time, spread over them by a GroupByKey on their paths."""
 
     def __init__(self, root: str, folders: Callable[[], dict[str, str]]):
         super().__init__()
@@ -133,9 +137,10 @@ class ReadStore(beam.PTransform):
             | "Store" >> Constant([None])
             | "StoreFolders" >> beam.FlatMap(lambda _: _languages_by_folder(folders()))
             | "MatchStoreFiles" >> beam.FlatMapTuple(lambda folder, languages: _files(root, folder, languages))
-            | "SpreadStoreFiles" >> beam.Reshuffle()
+            # Grouped by path: spread over the workers as a Reshuffle would, in one step, not five.
+            | "SpreadStoreFiles" >> beam.GroupByKey()
             | "ReadStoreFiles" >> beam.FlatMapTuple(
-                lambda path, languages: [row for row in read_batch(path) if row["target_lang"] in languages]
+                lambda path, languages: _rows_of(path, frozenset().union(*languages))
             )
             | "KeyStoreRows"
             >> beam.Map(lambda row: (row_key(row), (row["translated_text"], row["untranslated"])))

@@ -3,7 +3,8 @@ language's online provider (``translation.provider``, or ``translation.providers
 language), each distinct text once.
 
 Pairs, memory entries and store rows meet on ``lookup_key = source_lang, target_lang,
-match_key(text)`` in one CoGroupByKey, so each distinct text is looked up once however many
+match_key(text)`` in one GroupByKey (each side's values have a type of their own, so they need
+no tags: a CoGroupByKey's three steps around it), so each distinct text is looked up once however many
 captions share it, and neither the memory nor the store has to fit one worker. Only the memory
 entries and store rows whose key may be a pair's (a Bloom filter of the pairs' keys,
 ``key_filter.py``) go into the join, so a memory or store much larger than the sample is read
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -56,6 +57,7 @@ from polycap.transforms.text import sent_text
 MEMORY_PROVIDER = "memory"
 MISSES = "misses"
 LOOKUPS = "lookups"
+_LOOKUP_TABLE = "translation"  # the look-ups' table's name in audit/counts.json
 
 
 class TranslationConfig(Section):
@@ -168,21 +170,34 @@ def needed_memory(memory: beam.PCollection, pair_keys, label: str = "KeyMemory")
     return memory | label >> beam.FlatMap(needed, pair_keys).with_output_types(Tuple[str, str])
 
 
+def _sides(values) -> tuple[list, list, list]:
+    """A key's joined values as (Pairs, memory translations, store rows' (translation,
+    untranslated)): each side's values have a type of their own, so the join needs no tags."""
+    pairs, memory, stored = [], [], []
+    for value in values:
+        if isinstance(value, Pair):
+            pairs.append(value)
+        elif isinstance(value, str):
+            memory.append(value)
+        else:
+            stored.append(value)
+    return pairs, memory, stored
+
+
 class _LookUpFn(beam.DoFn):
-    """(key, {pairs, memory, store}) -> translated pairs, rejected untranslated, misses, lookups.
-    ``providers``: each language's provider, the one a store hit of it is from. A run without an
-    online provider joins no store."""
+    """(key, [its Pairs, memory translations and store rows]) -> translated pairs, rejected
+    untranslated, misses, lookups ((the table's name, Lookup)). ``providers``: each language's provider, the one a store hit
+    of it is from. A run without an online provider joins no store."""
 
     def __init__(self, providers: dict[str, str]):
         self._providers = providers
 
     def process(self, joined):
-        key, grouped = joined
-        pairs = list(grouped["pairs"])
+        key, values = joined
+        pairs, memory, stored = _sides(values)
         if not pairs:
             return
         first = pairs[0]
-        memory, stored = list(grouped["memory"]), list(grouped.get("store", ()))
         if memory:
             found, translation, untranslated, provider = Found.MEMORY, min(memory), False, MEMORY_PROVIDER
         elif stored:
@@ -191,7 +206,8 @@ class _LookUpFn(beam.DoFn):
         else:
             found = Found.MISS
         Metrics.counter(Stage.TRANSLATE.value, _LOOKUP_COUNTERS[found]).inc()
-        yield beam.pvalue.TaggedOutput(LOOKUPS, Lookup(first.target_lang, found.value, len(first.source_text)))
+        lookup = Lookup(first.target_lang, found.value, len(first.source_text))
+        yield beam.pvalue.TaggedOutput(LOOKUPS, (_LOOKUP_TABLE, lookup))
         if found is Found.MISS:
             yield beam.pvalue.TaggedOutput(MISSES, (key, pairs))
         else:
@@ -231,9 +247,6 @@ class _ResolveFn(beam.DoFn):
             yield from _translated(answer.pairs, answer.translation, self._provider, answer.untranslated)
         else:
             yield from _failed(answer.pairs, Reason(answer.error_kind.value), answer.error)
-
-
-_LOOKUP_TABLE = "translation"  # its name in audit/counts.json
 
 
 class _LookupTable(beam.CombineFn):
@@ -336,9 +349,9 @@ class TranslateCaptions(beam.PTransform):
         keyed_memory = self._keyed_memory
         if keyed_memory is None:
             keyed_memory = needed_memory(self._memory, pair_keys)
-        joined = {"pairs": keyed_pairs, "memory": keyed_memory}
+        joined = [keyed_pairs, keyed_memory]
         if online:
-            joined["store"] = (
+            joined.append(
                 pairs.pipeline
                 | "ReadStore" >> store.ReadStore(self._store_root, functools.partial(_store_folders, clients, online))
                 | "NeededStoreRows" >> beam.Filter(lambda row, pair_keys: may_contain(pair_keys, row[0]), pair_keys)
@@ -346,7 +359,8 @@ class TranslateCaptions(beam.PTransform):
         names = {lang: cfg.provider_for(lang).value for lang in self._languages}
         looked_up = (
             joined
-            | "Join" >> beam.CoGroupByKey()
+            | "Meet" >> beam.Flatten().with_output_types(Tuple[str, Any])
+            | "Join" >> beam.GroupByKey()
             | "LookUp" >> beam.ParDo(_LookUpFn(names)).with_outputs(REJECTED, MISSES, LOOKUPS, main=KEPT)
         )
         translated, rejected, failed = [looked_up[KEPT]], [looked_up[REJECTED]], []
@@ -389,7 +403,7 @@ class TranslateCaptions(beam.PTransform):
                 failed.append(answered[FAILED])
         counts = (
             (
-                looked_up[LOOKUPS] | "LookupKey" >> beam.Map(lambda lookup: (_LOOKUP_TABLE, lookup)),
+                looked_up[LOOKUPS],
                 pairs.pipeline | "NoLookupYet" >> Constant([(_LOOKUP_TABLE, None)]),
             )
             | "Lookups" >> beam.Flatten()
