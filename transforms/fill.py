@@ -162,13 +162,17 @@ class Rounds:
         over_budget = failed | f"OverBudget[{round_number}]" >> beam.Filter(
             lambda row: row.reason == TranslateReason.OVER_BUDGET.value
         )
+        # Keyed by the round from the start, so one CombinePerKey counts them (CombineGlobally
+        # would add a step to key them and one to drop the key).
         tally = (
             (
-                accepted | f"AcceptedLanguage[{round_number}]" >> beam.Map(lambda pair: (pair.target_lang, "accepted")),
-                over_budget | f"OverBudgetLanguage[{round_number}]" >> beam.Map(lambda row: (row.target_lang, "over_budget")),
+                accepted | f"AcceptedLanguage[{round_number}]" >> beam.Map(
+                    lambda pair: (round_number, (pair.target_lang, "accepted"))),
+                over_budget | f"OverBudgetLanguage[{round_number}]" >> beam.Map(
+                    lambda row: (round_number, (row.target_lang, "over_budget"))),
             )
             | f"Tally[{round_number}]" >> beam.Flatten()
-            | f"CountTally[{round_number}]" >> beam.CombineGlobally(_Tally()).without_defaults()
+            | f"CountTally[{round_number}]" >> beam.CombinePerKey(_Tally())
         )
 
         def updated(counted, states, windows):
@@ -184,8 +188,8 @@ class Rounds:
             return new
 
         self.states = windows | f"States[{round_number}]" >> beam.Map(
-            lambda windows, counted, states: updated(counted, states, windows),
-            beam.pvalue.AsSingleton(tally, default_value={}), beam.pvalue.AsSingleton(self.states),
+            lambda windows, tallied, states: updated(tallied[1], states, windows),
+            beam.pvalue.AsSingleton(tally, default_value=(round_number, {})), beam.pvalue.AsSingleton(self.states),
         )
 
 
