@@ -1,6 +1,10 @@
 """The rules several stages share (``text.py``, ``files.py``): one definition each, so that the
 readers of parallel text and the untranslated rule cannot disagree."""
 
+import random
+import re
+import unicodedata
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
@@ -9,8 +13,8 @@ from polycap.report.parallel_sets import read_parallel
 from polycap.transforms.files import count_lines, read_lines
 from polycap.transforms.memory import MemoryConfig, ReadTranslationMemory, aligned_files
 from polycap.transforms.errors import InputError
-from polycap.transforms.text import is_shouting, is_untranslated, match_key, sent_text, text_for_mt
-from tests.conftest import local_pipeline
+from polycap.transforms.text import is_shouting, is_untranslated, match_key, normalise, sent_text, text_for_mt
+from tests.conftest import MULTI30K, SAMPLES, local_pipeline
 
 
 @pytest.mark.parametrize(
@@ -96,3 +100,45 @@ def test_a_line_that_is_not_utf8_names_its_file_and_line(tmp_path):
     (tmp_path / "val.en").write_bytes(b"a dog\n\xff\xfe broken\n")
     with pytest.raises(InputError, match=r"val.en: line 2 is not UTF-8"):
         count_lines(str(tmp_path / "val.en"))
+
+
+# The definitions match_key and normalise had as regular expressions, kept here as their
+# specification: the faster code must give the same key to every text, or de-duplication, the
+# memory's look-ups and the untranslated rule would change.
+_SPEC_WHITESPACE = re.compile(r"\s+")
+_SPEC_FINAL = re.compile(r"[\s.!?;:,]+$")
+_SPEC_CONTROLS = {code: None for code in (*range(0x20), 0x7F) if not chr(code).isspace()}
+
+
+def _spec_normalise(text):
+    if text.isascii():
+        return _SPEC_WHITESPACE.sub(" ", text.translate(_SPEC_CONTROLS)).strip()
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(
+        " " if char.isspace() else char
+        for char in text
+        if char.isspace() or unicodedata.category(char) not in ("Cc", "Cf")
+    )
+    return _SPEC_WHITESPACE.sub(" ", text).strip()
+
+
+def _texts_to_compare():
+    for path in sorted(MULTI30K.glob("*.??")):
+        yield from path.read_text(encoding="utf-8").splitlines()
+    for path in sorted(SAMPLES.glob("gcc/*.tsv")):
+        yield from path.read_text(encoding="utf-8").splitlines()
+    # Whitespace, controls, format characters, combining marks, final punctuation, case folding.
+    alphabet = ["a", "Z", "9", " ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x00",
+                "\x7f", "\x85", "\xa0", "\u2028", "\u3000", "\u200b", "\u00ad", "e\u0301", ".", "!",
+                "?", ";", ":", ",", "...", "ß", "İ", "…", "ǅ", "Ω"]
+    chooser = random.Random(2026)
+    for _ in range(20_000):
+        yield "".join(chooser.choice(alphabet) for _ in range(chooser.randint(0, 12)))
+
+
+def test_normalise_and_match_key_are_their_regular_expression_definitions():
+    texts = list(_texts_to_compare())
+    assert len(texts) > 35_000  # 17,000 lines of real captions and translations, and the made-up ones
+    for text in texts:
+        assert normalise(text) == _spec_normalise(text), repr(text)
+        assert match_key(text) == _SPEC_FINAL.sub("", _spec_normalise(text).casefold()), repr(text)

@@ -11,7 +11,8 @@ import unicodedata
 from typing import Optional
 
 _WHITESPACE = re.compile(r"\s+")
-_TRAILING_PUNCTUATION = re.compile(r"[\s.!?;:,]+$")
+# What match_key drops from the end of a text, with any whitespace (str.isspace, as re's \s).
+_FINAL_PUNCTUATION = frozenset(".!?;:,")
 
 
 # ASCII's control characters that are not whitespace (the whitespace ones become spaces anyway).
@@ -21,6 +22,8 @@ _ASCII_CONTROLS = {code: None for code in (*range(0x20), 0x7F) if not chr(code).
 def normalise(text: str) -> str:
     """NFC, control/format characters dropped (whitespace ones become spaces), spaces collapsed."""
     if text.isascii():  # most captions: NFC changes nothing and the only Cc/Cf are controls
+        if text.isprintable():  # no control character, and no whitespace but the space
+            return " ".join(text.split())
         return _WHITESPACE.sub(" ", text.translate(_ASCII_CONTROLS)).strip()
     text = unicodedata.normalize("NFC", text)
     text = "".join(
@@ -34,7 +37,11 @@ def normalise(text: str) -> str:
 def match_key(text: str) -> str:
     """The key two captions are "the same text" under: normalised, casefolded, without final
     punctuation. De-duplication, the translation memory and the untranslated rule all use it."""
-    return _TRAILING_PUNCTUATION.sub("", normalise(text).casefold())
+    key = normalise(text).casefold()
+    end = len(key)  # a loop from the end: a regex anchored at the end tries every space first
+    while end and (key[end - 1] in _FINAL_PUNCTUATION or key[end - 1].isspace()):
+        end -= 1
+    return key[:end]
 
 
 def is_untranslated(source: str, translation: Optional[str]) -> bool:
