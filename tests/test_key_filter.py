@@ -1,10 +1,12 @@
 """The Bloom filter of join keys (key_filter.py): no key of its own is ever left out, few others
 pass, and it is the same however the keys were bundled."""
 
+import random
+
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from polycap.transforms.key_filter import _BuildFilterFn, filter_bits, key_filter, may_contain
+from polycap.transforms.key_filter import _BuildFilterFn, _positions, filter_bits, key_filter, may_contain
 from polycap.transforms.store import lookup_key
 from tests.conftest import local_pipeline
 
@@ -64,3 +66,16 @@ def test_rows_pass_by_the_filter_of_the_keys_of_a_pipeline():
         label="AnEmptyFilterPassesNothing",
     )
     pipeline.run().wait_until_finish()
+
+
+def test_a_key_may_be_contained_exactly_when_all_its_bits_are_set():
+    # may_contain stops at the first bit not set; the filter is built from all of _positions.
+    chooser = random.Random(7)
+    for fill in (0.3, 0.9, 0.99):
+        bits = filter_bits(1000)
+        key_filter_bytes = bytes(
+            sum(1 << bit for bit in range(8) if chooser.random() < fill) for _ in range(bits // 8)
+        )
+        for key in _keys(2000, prefix=f"fill {fill}"):
+            every_bit = all(key_filter_bytes[p >> 3] >> (p & 7) & 1 for p in _positions(key, bits))
+            assert may_contain(key_filter_bytes, key) == every_bit

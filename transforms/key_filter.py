@@ -31,17 +31,28 @@ def filter_bits(keys_expected: int) -> int:
     return max(MIN_BITS, -(-keys_expected * BITS_PER_KEY // 8) * 8)
 
 
-def _positions(key: str, bits: int) -> list[int]:
-    """The key's ``HASHES`` bit positions (double hashing on a 128-bit blake2b digest)."""
+def _hashes(key: str) -> tuple[int, int]:
+    """The two hashes of double hashing, from a 128-bit blake2b digest of the key."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
-    first, second = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
+    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
+
+
+def _positions(key: str, bits: int) -> list[int]:
+    """The key's ``HASHES`` bit positions."""
+    first, second = _hashes(key)
     return [(first + index * second) % bits for index in range(HASHES)]
 
 
 def may_contain(key_filter: bytes, key: str) -> bool:
-    """False when ``key`` is certainly not among the filter's keys."""
-    return all(key_filter[position >> 3] >> (position & 7) & 1
-               for position in _positions(key, len(key_filter) * 8))
+    """False when ``key`` is certainly not among the filter's keys: at its first position whose
+    bit is not set, which for most keys not in it is the first one (so it computes no more)."""
+    bits = len(key_filter) * 8
+    first, second = _hashes(key)
+    for index in range(HASHES):
+        position = (first + index * second) % bits
+        if not key_filter[position >> 3] >> (position & 7) & 1:
+            return False
+    return True
 
 
 class _BuildFilterFn(beam.CombineFn):
