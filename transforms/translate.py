@@ -4,8 +4,9 @@ language), each distinct text once.
 
 Pairs, memory entries and store rows meet on ``lookup_key = source_lang, target_lang,
 match_key(text)`` in one GroupByKey (each side's values have a type of their own, so they need
-no tags: a CoGroupByKey's three steps around it), so each distinct text is looked up once however many
-captions share it, and neither the memory nor the store has to fit one worker. Only the memory
+none of a CoGroupByKey's tags and the steps that add and sort them), so each distinct text is
+looked up once however many captions share it, and neither the memory nor the store has to fit
+one worker. Only the memory
 entries and store rows whose key may be a pair's (a Bloom filter of the pairs' keys,
 ``key_filter.py``) go into the join, so a memory or store much larger than the sample is read
 but not shuffled or held; the join's result is the same. Several memory
@@ -186,8 +187,9 @@ def _sides(values) -> tuple[list, list, list]:
 
 class _LookUpFn(beam.DoFn):
     """(key, [its Pairs, memory translations and store rows]) -> translated pairs, rejected
-    untranslated, misses, lookups ((the table's name, Lookup)). ``providers``: each language's provider, the one a store hit
-    of it is from. A run without an online provider joins no store."""
+    untranslated, misses, lookups ((the table's name, Lookup)). ``providers``: each language's
+    provider, the one a store hit of it is from. A run without an online provider joins no
+    store."""
 
     def __init__(self, providers: dict[str, str]):
         self._providers = providers
