@@ -131,6 +131,13 @@ def read_aligned(files: AlignedFiles) -> Iterator[MemoryEntry]:
             yield MemoryEntry(files.source_lang, files.target_lang, source_text, translated_text)
 
 
+def _configured_entry(row: dict, source_lang: str, languages: frozenset) -> list[MemoryEntry]:
+    """A Parquet memory row as a MemoryEntry, if it translates from the run's source language
+    into one of its languages; a Parquet memory may hold any."""
+    wanted = row["source_lang"] == source_lang and row["target_lang"] in languages
+    return [MemoryEntry(**row)] if wanted and row["translated_text"] is not None else []
+
+
 class ReadTranslationMemory(beam.PTransform):
     """PBegin -> StageOutput(kept=PCollection[MemoryEntry]) from every configured memory, only
     for the configured source and target languages. Rejects nothing: a memory that cannot be
@@ -155,13 +162,11 @@ class ReadTranslationMemory(beam.PTransform):
                 aligned += aligned_files(memory.path, key, self._source_lang, self._languages)
             else:
                 matched_paths(memory.path, key)
-                wanted, source_lang = set(self._languages), self._source_lang
                 parts.append(
                     pbegin
                     | f"ReadParquet{index}" >> ReadFromParquet(memory.path, columns=PARQUET_COLUMNS)
                     | f"ToEntries{index}" >> beam.FlatMap(
-                        lambda row: [MemoryEntry(**row)] if row["source_lang"] == source_lang
-                        and row["target_lang"] in wanted and row["translated_text"] is not None else []
+                        _configured_entry, self._source_lang, frozenset(self._languages)
                     ).with_output_types(MemoryEntry)
                 )
         if aligned:
