@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from polycap.pipeline import config, filesystems, graph
+from polycap.pipeline import config, filesystems, graph, process_memory
 from polycap.pipeline.command import release_collection
 from polycap.report import audit, calibrate, pairs_audit, runfacts
 from polycap.transforms import progress
@@ -190,6 +190,7 @@ def run(argv: Sequence[str], pipeline: Optional[beam.Pipeline] = None) -> dict:
     wall_seconds = time.monotonic() - clock
     log.info("pipeline finished in %.1f s", wall_seconds)
     runfacts.write(output, runfacts.collect(cfg, options, started, wall_seconds, result))
+    process_memory.return_freed_memory()  # what the run freed, before the audit allocates anew
     return audit.write(output)
 
 
