@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -257,7 +257,8 @@ class FillQuota(beam.PTransform):
             accepted
             | "ByLanguage" >> beam.Map(lambda pair: (pair.target_lang, pair))
             | "GroupLanguage" >> beam.GroupByKey()
-            | "FirstN" >> beam.FlatMap(cut).with_outputs(REJECTED, main=KEPT)
+            # Any: what Beam would infer from cut's bytecode, which it would read at every build.
+            | "FirstN" >> beam.FlatMap(cut).with_output_types(Any).with_outputs(REJECTED, main=KEPT)
         )
         languages = self._languages
 
