@@ -27,10 +27,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from polycap.pipeline import config, filesystems, graph, process_memory
+from polycap.pipeline import config, filesystems, graph
 from polycap.pipeline.command import release_collection
 from polycap.report import audit, calibrate, pairs_audit, runfacts
-from polycap.transforms import progress
+from polycap.transforms import process_memory, progress
 from polycap.transforms.errors import ConfigError, PolycapError
 from polycap.transforms.read import UnreadableFiles
 from polycap.transforms.write import DRY_RUN_FILE, clear_run_outputs

@@ -1,5 +1,5 @@
-"""The memory a run freed goes back to the system before the audit (pipeline/process_memory.py):
-measured in a process of its own, whose heap holds only what the test puts there."""
+"""Freed memory goes back to the system (transforms/process_memory.py): measured in a process of
+its own, whose heap holds only what the test puts there."""
 
 import json
 import platform
@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 # the allocator cannot give the freed pages back on its own: only the hand-back can.
 _FREED_BUT_KEPT = """
 import json
-from polycap.pipeline import process_memory
+from polycap.transforms import process_memory
 
 def rss_mb():
     with open("/proc/self/statm") as statm:

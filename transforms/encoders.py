@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
+from polycap.transforms import process_memory
 from polycap.transforms.errors import ConfigError
 from polycap.transforms.languages import base_language
 from polycap.transforms.section import Section
@@ -155,6 +156,7 @@ def resolve_device(requested: str, cuda_available: Optional[bool] = None) -> str
 def load_encoder(cfg: ScoreConfig) -> Encoder:
     """The backend's encoder: a list of texts -> an (n, dim) array of embeddings."""
     check_device(cfg)
+    process_memory.return_freed_memory()  # the model's arrays go to fresh pages: no pile-up
     if cfg.backend is ScoreBackend.USE_MULTILINGUAL:
         from threadpoolctl import threadpool_limits
 

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from polycap.transforms import process_memory
 from polycap.transforms.errors import ConfigError
 
 # What POS tagging needs: tagger + attribute_ruler (English: tag_ -> pos_) or a morphologizer
@@ -114,6 +115,7 @@ def load_spacy_tagger(model: str):
     loaded once per process, shared by every tagging step and thread (``tagger_for``)."""
     import spacy
 
+    process_memory.return_freed_memory()  # as for the scorer's model (encoders.load_encoder)
     overrides = {}
     if _keeps_saved_standard_tokenizer(model):
         spacy.registry.tokenizers.register(_EMPTY_TOKENIZER, func=_empty_tokenizer)

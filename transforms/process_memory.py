@@ -1,12 +1,14 @@
-"""Hand the memory a finished run freed back to the system before the audit reads the output.
+"""Hand the memory a process freed back to the system, where that memory would otherwise sit
+under what the process allocates next.
 
-A run on the in-process runner frees its PCollection buffers when it ends (at 500,000 captions,
-several hundred MB), but glibc's allocator keeps freed memory inside the process, where the
-audit cannot use it: its Python objects live in pymalloc's arenas and its Arrow buffers in
-mimalloc's, each mapped afresh. Without the hand-back, the audit's allocations pile on top of
-the run's leftovers and set the process's peak (at 500,000 captions, 1,053 MB against 978 MB
-while scoring). ``malloc_trim(0)`` returns every free page of glibc's heaps; it takes some
-20 ms.
+glibc's allocator keeps what a process frees for its own later use. A worker on the in-process
+runner frees the buffers of each finished stage (at 500,000 captions the read alone leaves
+several hundred MB), but what comes next is often not allocated there: a model's arrays are
+mapped afresh, the audit's Python objects live in pymalloc's arenas and its Arrow buffers in
+mimalloc's. So the process hands freed memory back before it loads a model (``encoders``,
+``pos_tagger``: once per process) and, in the ``polycap`` command, when the run has ended and
+before the audit reads the output. ``malloc_trim(0)`` returns every free page of glibc's heaps;
+it takes some 20 ms.
 """
 
 from __future__ import annotations
