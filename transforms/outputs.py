@@ -90,14 +90,18 @@ class _CountInBundleFn(beam.DoFn):
 
 
 class CountEach(beam.PTransform):
-    """{name: PCollection} -> PCollection[(name, its element count)], with 0 for an empty one: one
-    combine for every name (``Count.Globally`` per name brings its own default branch)."""
+    """{name: a PCollection, or a tuple of them counted together} -> PCollection[(name, element
+    count)], with 0 for an empty one: one combine for every name (``Count.Globally`` per name
+    brings its own default branch). Several PCollections are counted each where it is made, not
+    flattened first: on a local runner a flatten is a stage of its own, whose input waits in
+    memory whole (at 500,000 captions, every caption read)."""
 
     def expand(self, named):
-        pipeline = next(iter(named.values())).pipeline
-        counted = [
-            pcollection | f"Count[{name}]" >> beam.ParDo(_CountInBundleFn(name))
-            for name, pcollection in named.items()
+        parts = [
+            (name, f"Count[{name}]" + (f"[{index}]" if isinstance(counted, tuple) else ""), pcollection)
+            for name, counted in named.items()
+            for index, pcollection in enumerate(counted if isinstance(counted, tuple) else (counted,))
         ]
-        zeros = pipeline | "Zeros" >> Constant([(name, 0) for name in named])
+        counted = [pcollection | label >> beam.ParDo(_CountInBundleFn(name)) for name, label, pcollection in parts]
+        zeros = parts[0][2].pipeline | "Zeros" >> Constant([(name, 0) for name in named])
         return (*counted, zeros) | "Each" >> beam.Flatten() | "Add" >> beam.CombinePerKey(sum)

@@ -279,6 +279,5 @@ class ReadCaptions(beam.PTransform):
             ).with_outputs(REJECTED, FAILED, main=KEPT)
         )
         kept, rejected, failed = rows[KEPT], rows[REJECTED], rows[FAILED]
-        every = (kept, rejected, failed) | "Flatten read" >> beam.Flatten()
-        counts = {"read": every} | "Count read" >> CountEach()
+        counts = {"read": (kept, rejected, failed)} | "Count read" >> CountEach()
         return StageOutput(kept=kept, rejected=rejected, failed=failed, counts=counts)
