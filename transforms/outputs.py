@@ -97,11 +97,11 @@ class CountEach(beam.PTransform):
     memory whole (at 500,000 captions, every caption read)."""
 
     def expand(self, named):
-        parts = [
-            (name, f"Count[{name}]" + (f"[{index}]" if isinstance(counted, tuple) else ""), pcollection)
-            for name, counted in named.items()
-            for index, pcollection in enumerate(counted if isinstance(counted, tuple) else (counted,))
-        ]
-        counted = [pcollection | label >> beam.ParDo(_CountInBundleFn(name)) for name, label, pcollection in parts]
-        zeros = parts[0][2].pipeline | "Zeros" >> Constant([(name, 0) for name in named])
+        counted = []
+        for name, given in named.items():
+            several = isinstance(given, tuple)
+            for index, pcollection in enumerate(given if several else (given,)):
+                label = f"Count[{name}][{index}]" if several else f"Count[{name}]"
+                counted.append(pcollection | label >> beam.ParDo(_CountInBundleFn(name)))
+        zeros = counted[0].pipeline | "Zeros" >> Constant([(name, 0) for name in named])
         return (*counted, zeros) | "Each" >> beam.Flatten() | "Add" >> beam.CombinePerKey(sum)
