@@ -14,27 +14,24 @@ it takes some 20 ms.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 
 @functools.lru_cache(maxsize=1)
-def _glibc() -> Optional[ctypes.CDLL]:
-    """The process's C library where it is glibc (the one with ``malloc_trim``), else None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, looked up among the symbols the process has loaded (no
+    ``find_library``, which starts ``ldconfig``), or None where the C library has none."""
     try:
-        library = ctypes.CDLL(name)
-        library.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):  # musl, macOS, Windows: no malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, TypeError, AttributeError):  # musl, macOS, Windows: no malloc_trim
         return None
-    return library
+    trim.argtypes = [ctypes.c_size_t]
+    return trim
 
 
 def return_freed_memory() -> bool:
     """Return the free memory of the C allocator's heaps to the system: True where some was
     returned, False where there was none to return or the C library cannot (not glibc)."""
-    library = _glibc()
-    return bool(library is not None and library.malloc_trim(0))
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
