@@ -1,7 +1,11 @@
 """Claims on texts before paying for them (``claims.py``): one winner per text, on a local disk
-and on S3 (moto), a released claim can be made again, an expired one is taken over by the next
-generation, which again only one claimant gets."""
+and on S3 (moto), a local claim never seen before its content, a released claim can be made
+again, an expired one is taken over by the next generation, which again only one claimant
+gets."""
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,7 +13,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from polycap.transforms.claims import Claims, check_store, claim_path, create_if_absent, read_claim
+from polycap.transforms.claims import Claim, Claims, check_store, claim_path, create_if_absent, read_claim
 from polycap.transforms.errors import ConfigError
 from tests.test_scale import BUCKET, _s3_client, _s3_options, s3_endpoint  # noqa: F401 (fixture)
 
@@ -43,6 +47,40 @@ def test_only_one_of_many_racing_creators_wins(store_root):
     assert len(won) == 1
     with FileSystems.open(path) as stream:
         assert stream.read() == f"writer {won[0]}".encode()
+
+
+# While claims are created one after another, a reader in another process opens each the moment
+# it appears and reads it: it must find every claim whole, never created but not yet written.
+_READ_AS_CREATED = """
+import json, os, sys
+print("ready", flush=True)
+incomplete = 0
+for path in sys.argv[1:]:
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+            break
+        except FileNotFoundError:
+            pass
+    text = os.read(descriptor, 4096)
+    os.close(descriptor)
+    try:
+        json.loads(text)
+    except ValueError:
+        incomplete += 1
+print("incomplete", incomplete)
+"""
+
+
+def test_a_local_claim_is_never_seen_before_its_content(tmp_path):
+    paths = [claim_path(str(tmp_path / "store"), "aws", f"{KEY} {index}", 0) for index in range(3000)]
+    reader = subprocess.Popen([sys.executable, "-c", _READ_AS_CREATED, *paths], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "ready"
+    record = json.dumps(Claim("owner", "batch.parquet", 0.0)._asdict()).encode("utf-8")
+    for path in paths:
+        assert create_if_absent(path, record)
+    out, _ = reader.communicate(timeout=120)
+    assert out.strip() == "incomplete 0"
 
 
 def test_a_held_claim_names_its_owner_and_batch_until_released(store_root):

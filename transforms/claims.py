@@ -11,8 +11,9 @@ that expires; the next claimant then creates the next generation, which again on
 A claimant whose provider call fails deletes its claim, so the text can be claimed again at once.
 Claims stay after the translation is stored: they say where it is.
 
-Create-if-absent by filesystem: a local path with ``O_CREAT | O_EXCL``; ``s3://`` with a
-conditional ``PutObject`` (``If-None-Match: *``); ``gs://`` with ``if_generation_match=0``.
+Create-if-absent by filesystem, each with the claim's whole content at once: a local path by a
+hard link from a file already written (``os.link`` fails where the path exists); ``s3://`` with
+a conditional ``PutObject`` (``If-None-Match: *``); ``gs://`` with ``if_generation_match=0``.
 Any other filesystem is refused when the store is configured (``check_store``).
 """
 
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from typing import NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -63,12 +65,17 @@ def create_if_absent(path: str, data: bytes) -> bool:
     if path.startswith("gs://"):
         return _create_on_gcs(path, data)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Written whole under a name of its own first: a claim created empty and written after
+    # (O_CREAT | O_EXCL, then write) showed another run reading it in between an empty claim.
+    written = f"{path}.{uuid.uuid4().hex}.partial"
+    with open(written, "wb") as stream:
+        stream.write(data)
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(written, path)
     except FileExistsError:
         return False
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(data)
+    finally:
+        os.remove(written)
     return True
 
 
