@@ -68,14 +68,15 @@ def create_if_absent(path: str, data: bytes) -> bool:
     # Written whole under a name of its own first: a claim created empty and written after
     # (O_CREAT | O_EXCL, then write) showed another run reading it in between an empty claim.
     written = f"{path}.{uuid.uuid4().hex}.partial"
-    with open(written, "wb") as stream:
-        stream.write(data)
     try:
+        with open(written, "wb") as stream:
+            stream.write(data)
         os.link(written, path)
     except FileExistsError:
         return False
-    finally:
-        os.remove(written)
+    finally:  # also where the write failed (a full disk): no partial file stays behind
+        if os.path.exists(written):
+            os.remove(written)
     return True
 
 
