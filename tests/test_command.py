@@ -1,6 +1,7 @@
 """The ``polycap`` command's process (pipeline/command.py): garbage collection held through
 start-up, then frozen start-up objects and collection as usual while the pipeline runs; Beam's
-DoFn inspection remembered (dofn_specs.py) there and nowhere else."""
+DoFn inspection remembered (dofn_specs.py) and its step timer sampling every 10 ms at most
+(state_sampler.py) there and nowhere else."""
 
 import gc
 import json
@@ -11,8 +12,8 @@ from polycap.pipeline import command
 from tests.conftest import ROOT, SAMPLES
 
 # What the console script does, with an observer of every collection from the call on: the
-# number of frozen objects when it started, and its generation; and whether Beam's DoFn
-# inspection was remembered.
+# number of frozen objects when it started, and its generation; whether Beam's DoFn inspection
+# was remembered; and the longest sleep of a step timer made in the process.
 OBSERVED = """
 import atexit, gc, json, sys
 from polycap.pipeline import command
@@ -23,6 +24,10 @@ def remembered():
     from apache_beam.transforms import userstate
     return getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
 atexit.register(lambda: print(f"REMEMBERED {remembered()}", file=sys.stderr))
+def sampling_period():
+    from apache_beam.runners.worker import statesampler
+    return statesampler.StateSampler("stage", None).sampling_period_ms
+atexit.register(lambda: print(f"SAMPLES EVERY {sampling_period()} ms", file=sys.stderr))
 sys.argv = ["polycap", *sys.argv[1:]]
 command.console()
 """
@@ -45,12 +50,15 @@ def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as
     # ... and every pass came after start-up's objects (Beam's modules and more) were frozen.
     assert min(frozen for frozen, _ in collections) > 100_000
     assert "REMEMBERED True" in done.stderr
+    assert "SAMPLES EVERY 10 ms" in done.stderr
 
 
-def test_only_the_command_remembers_beams_dofn_inspection():
+def test_only_the_command_remembers_beams_dofn_inspection_and_samples_often():
+    from apache_beam.runners.worker import statesampler
     from apache_beam.transforms import userstate
 
     assert not getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
+    assert statesampler.StateSampler("stage", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS
 
 
 def test_a_process_that_is_not_the_command_holds_nothing():
