@@ -1,8 +1,8 @@
 """The command's step timer (pipeline/state_sampler.py): Beam's sampler, sleeping 10 ms at most,
-times a one-second step to within three hundredths (0.996 s measured), where Beam's own 200 ms lose the time since
-its last sample, up to a fifth of a second, at the end of each bundle; and Beam is left alone
-under a version the change was not checked against. Beam's own period timed the same step
-at 0.947 s in every run, which this test's bound rejects."""
+times a one-second step to within three hundredths (0.996 s measured), where Beam's own 200 ms
+lose the time since its last sample, up to a fifth of a second, at the end of each bundle (the
+same step: 0.947 s in every run, which the bound rejects); and Beam is left alone under a
+version the change was not checked against."""
 
 import time
 
