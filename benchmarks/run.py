@@ -508,6 +508,7 @@ def targets(results: dict) -> list[dict]:
             return number >= limit if higher_is_better else number <= limit
 
         found.append({"target": name, "what": what, "value": value, "limit": limit,
+                      "higher_is_better": higher_is_better,
                       "met": verdict(value), "value_cpu": value_cpu, "met_cpu": verdict(value_cpu)})
 
     for sampled, speed in results.get("throughput", {}).items():
@@ -609,7 +610,7 @@ def table(results: dict) -> str:
     lines.append("targets (value on wall time; on CPU seconds where given):")
     verdicts = {True: "met", False: "NOT MET", None: "not measured"}
     for target in results["targets"]:
-        sign = ">=" if target["target"] in ("speedup_vs_baseline", "translation_vs_bound") else "<="
+        sign = ">=" if target["higher_is_better"] else "<="
         line = (
             f"  {target['what']:<58} {_cell(target['value'], '{:.2f}'):>6} {sign} "
             f"{target['limit']:<5} {verdicts[target['met']]}"
