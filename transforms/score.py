@@ -62,6 +62,9 @@ from polycap.transforms.text import is_untranslated, stable_bucket
 
 
 TEXTS_ENCODED = "texts_encoded"  # counter: texts the encoder was given, each distinct one per batch
+# Pairs cross the bucketing as their row coder's bytes: a local runner holds all of them until
+# the encoder reads them, and a decoded Pair takes about three times the memory of its bytes.
+_PAIR_CODER = beam.coders.registry.get_coder(Pair)
 # Batches a bucket holds when the run has the pairs its config asks for: enough buckets to
 # spread the encoding over many workers, few enough that a bucket's last, partial batch is rare.
 BATCHES_PER_BUCKET = 8
@@ -320,10 +323,12 @@ class ScorePairs(beam.PTransform):
         batches = (
             valid[KEPT]
             | "KeyByBucket" >> beam.Map(
-                lambda pair: (stable_bucket(pair.source_text, buckets), pair)
-            ).with_output_types(Tuple[int, Pair])
+                lambda pair: (stable_bucket(pair.source_text, buckets), _PAIR_CODER.encode(pair))
+            ).with_output_types(Tuple[int, bytes])
             | "GroupByBucket" >> beam.GroupByKey()
-            | "Batches" >> beam.FlatMap(lambda bucket: batches_of(bucket[1], batch_size))
+            | "Batches" >> beam.FlatMap(
+                lambda bucket: batches_of(map(_PAIR_CODER.decode, bucket[1]), batch_size)
+            )
         )
         scored = batches | "Encode" >> beam.ParDo(_EncodeBatchFn(self._cfg, self._load, self._threads)).with_outputs(
             FAILED, main=KEPT
