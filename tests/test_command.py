@@ -1,7 +1,8 @@
 """The ``polycap`` command's process (pipeline/command.py): garbage collection held through
 start-up, then frozen start-up objects and collection as usual while the pipeline runs; Beam's
 DoFn inspection remembered (dofn_specs.py) and its step timer sampling every 10 ms at most
-(state_sampler.py) there and nowhere else."""
+(state_sampler.py), and its bundles' output streams let go when they end (output_streams.py), there
+and nowhere else."""
 
 import gc
 import json
@@ -13,7 +14,8 @@ from tests.conftest import ROOT, SAMPLES
 
 # What the console script does, with an observer of every collection from the call on: the
 # number of frozen objects when it started, and its generation; whether Beam's DoFn inspection
-# was remembered; and the longest sleep of a step timer made in the process.
+# was remembered; the longest sleep of a step timer made in the process; and whether output
+# streams are let go when their bundle ends.
 OBSERVED = """
 import atexit, gc, json, sys
 from polycap.pipeline import command
@@ -28,6 +30,10 @@ def sampling_period():
     from apache_beam.runners.worker import statesampler
     return statesampler.StateSampler("stage", None).sampling_period_ms
 atexit.register(lambda: print(f"SAMPLES EVERY {sampling_period()} ms", file=sys.stderr))
+def releases_streams():
+    from apache_beam.runners.worker import bundle_processor
+    return getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
+atexit.register(lambda: print(f"RELEASES STREAMS {releases_streams()}", file=sys.stderr))
 sys.argv = ["polycap", *sys.argv[1:]]
 command.console()
 """
@@ -51,14 +57,16 @@ def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as
     assert min(frozen for frozen, _ in collections) > 100_000
     assert "REMEMBERED True" in done.stderr
     assert "SAMPLES EVERY 10 ms" in done.stderr
+    assert "RELEASES STREAMS True" in done.stderr
 
 
-def test_only_the_command_remembers_beams_dofn_inspection_and_samples_often():
-    from apache_beam.runners.worker import statesampler
+def test_only_the_command_remembers_beams_dofn_inspection_samples_often_and_lets_streams_go():
+    from apache_beam.runners.worker import bundle_processor, statesampler
     from apache_beam.transforms import userstate
 
     assert not getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
     assert statesampler.StateSampler("stage", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS
+    assert not getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
 
 
 def test_a_process_that_is_not_the_command_holds_nothing():

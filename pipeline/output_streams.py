@@ -1,0 +1,49 @@
+"""Each bundle's output buffers let go when the bundle ends, in the ``polycap`` command's process
+(``command.py`` installs it).
+
+Beam's SDK harness encodes what a bundle sends on to the runner into one output stream per step
+that sends, and hands the stream's bytes over each time it holds more than 10 MB. When the bundle
+ends the stream is closed, but its step keeps it, and with it the C buffer it grew to (up to
+16 MB), until the next bundle of the same stage; and the worker keeps each stage's steps for
+reuse. FnApiRunner runs a stage as one large bundle, so every step that sent much held its
+buffer for the rest of the run, and the more captions, the more steps filled theirs: measured
+with heaptrack, 168 MB of live stream buffers at the peak of a 200,000-caption run against 22 MB
+at 20,000. Letting them go when the bundle ends took the peak of a 500,000-caption run from
+974-983 MB to 849 MB, and that of a 50,000-caption run from 776 MB to 704 MB
+(benchmarks/README.md, session 14). The next bundle of the stage is given a new stream, as before.
+
+Only the command's process lets go: a library user's process, a test's and the workers of a
+cluster (whose bundles are small) keep Beam as it is. It is installed only under the Beam version
+it was checked against (setup.py pins it); under any other, Beam is left alone.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.runners.worker import bundle_processor
+
+from polycap.pipeline.dofn_specs import CHECKED_BEAM_VERSION
+
+
+def release_after_bundle() -> bool:
+    """Make every step that sends a bundle's output to the runner drop its output stream once
+    the bundle has ended and the stream's bytes have gone; True if installed (now or before),
+    False under a Beam version it was not checked against."""
+    if beam.__version__ != CHECKED_BEAM_VERSION:
+        return False
+    sending = bundle_processor.DataOutputOperation
+    if getattr(sending.finish, "releases_stream", False):
+        return True
+    sending.finish = _releasing(sending.finish)
+    return True
+
+
+def _releasing(finish):
+    def finish_and_release(operation) -> None:
+        finish(operation)  # closes the stream: its last bytes go to the runner
+        # Beam sets a new stream before the step's next bundle starts (BundleProcessor's
+        # process_bundle) and reads this one nowhere after the close.
+        operation.output_stream = None
+
+    finish_and_release.releases_stream = True
+    return finish_and_release
