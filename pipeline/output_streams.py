@@ -8,9 +8,9 @@ ends the stream is closed, but its step keeps it, and with it the C buffer it gr
 reuse. FnApiRunner runs a stage as one large bundle, so every step that sent much held its
 buffer for the rest of the run, and the more captions, the more steps filled theirs: measured
 with heaptrack, 168 MB of live stream buffers at the peak of a 200,000-caption run against 22 MB
-at 20,000. Letting them go when the bundle ends took the peak of a 500,000-caption run from
-974-983 MB to 849 MB, and that of a 50,000-caption run from 776 MB to 704 MB
-(benchmarks/README.md, session 14). The next bundle of the stage is given a new stream, as before.
+at 20,000. Letting them go when the bundle ends took the scaling benchmark's peaks from 767 and
+953 MB (50,000 and 500,000 captions) to 704 and 830 MB (benchmarks/README.md, session 14). The
+next bundle of the stage is given a new stream, as before.
 
 Only the command's process lets go: a library user's process, a test's and the workers of a
 cluster (whose bundles are small) keep Beam as it is. It is installed only under the Beam version
