@@ -17,9 +17,9 @@ Freed memory. glibc keeps what a process frees for its own later use, and a stag
 frees what the stage before it held (its input, the runner's copies of it), often where the next
 stage does not allocate again; the larger the run, the more of it. So before a bundle starts,
 where the heaps hold more than ``FREE_WORTH_RETURNING`` free, it is handed back
-(``process_memory``): 27-30 times in a run of 50,000 or 500,000 captions, 0.03-0.08 s in all, and
-the 500,000-caption peak fell to 794 MB while the 50,000-caption one stayed at 710 MB
-(benchmarks/README.md, session 14).
+(``process_memory``): 27-30 times in a run of 50,000 or 500,000 captions, 0.03-0.08 s in all; the
+scaling benchmark's 500,000-caption peak fell to 789 MB while the 50,000-caption one stayed at
+697 MB, 1.13x (benchmarks/README.md, session 14).
 
 Only the command's process does either: a library user's process, a test's and the workers of a
 cluster (whose bundles are small) keep Beam as it is. Both are installed only under the Beam
