@@ -42,13 +42,7 @@ def release_after_bundle() -> bool:
     """Make every step that sends a bundle's output to the runner drop its output stream once
     the bundle has ended and the stream's bytes have gone; True if installed (now or before),
     False under a Beam version it was not checked against."""
-    if beam.__version__ != CHECKED_BEAM_VERSION:
-        return False
-    sending = bundle_processor.DataOutputOperation
-    if getattr(sending.finish, "releases_stream", False):
-        return True
-    sending.finish = _releasing(sending.finish)
-    return True
+    return _install(bundle_processor.DataOutputOperation, "finish", _releasing)
 
 
 def _releasing(finish):
@@ -58,7 +52,6 @@ def _releasing(finish):
         # process_bundle) and reads this one nowhere after the close.
         operation.output_stream = None
 
-    finish_and_release.releases_stream = True
     return finish_and_release
 
 
@@ -66,13 +59,7 @@ def hand_back_before_bundle() -> bool:
     """Make every bundle start by handing the heaps' free memory back to the system where they
     hold more than ``FREE_WORTH_RETURNING``; True if installed (now or before), False under a
     Beam version it was not checked against."""
-    if beam.__version__ != CHECKED_BEAM_VERSION:
-        return False
-    processor = bundle_processor.BundleProcessor
-    if getattr(processor.process_bundle, "hands_back_memory", False):
-        return True
-    processor.process_bundle = _handing_back(processor.process_bundle)
-    return True
+    return _install(bundle_processor.BundleProcessor, "process_bundle", _handing_back)
 
 
 def _handing_back(process_bundle):
@@ -80,5 +67,17 @@ def _handing_back(process_bundle):
         process_memory.return_freed_memory_over(FREE_WORTH_RETURNING)
         return process_bundle(processor, *args, **kwargs)
 
-    hand_back_and_process.hands_back_memory = True
     return hand_back_and_process
+
+
+def _install(beams_class, method_name: str, wrap) -> bool:
+    """Replace ``beams_class.method_name`` with ``wrap`` of it, once (the replacement is marked
+    ``installed_by_polycap``); False, and Beam left alone, under an unchecked version."""
+    if beam.__version__ != CHECKED_BEAM_VERSION:
+        return False
+    method = getattr(beams_class, method_name)
+    if not getattr(method, "installed_by_polycap", False):
+        wrapped = wrap(method)
+        wrapped.installed_by_polycap = True
+        setattr(beams_class, method_name, wrapped)
+    return True

@@ -7,6 +7,7 @@ most of it, and under the threshold nothing is done. Beam is left alone under a 
 changes were not checked against, and each is installed once."""
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.worker import bundle_processor
 from apache_beam.testing.util import assert_that, equal_to
@@ -58,20 +59,6 @@ def test_a_step_lets_its_stream_go_when_its_bundle_ends_and_every_byte_arrives(m
     assert all(stream is None for stream in released)
 
 
-def test_installed_once_and_beam_is_left_alone_under_another_version(monkeypatch):
-    monkeypatch.setattr(bundle_processor.DataOutputOperation, "finish", BEAMS_FINISH)
-    monkeypatch.setattr(beam, "__version__", "0.0.0")
-    assert bundle_memory.release_after_bundle() is False
-    assert bundle_processor.DataOutputOperation.finish is BEAMS_FINISH
-
-    monkeypatch.setattr(beam, "__version__", bundle_memory.CHECKED_BEAM_VERSION)
-    assert bundle_memory.release_after_bundle() is True
-    installed = bundle_processor.DataOutputOperation.finish
-    assert installed is not BEAMS_FINISH
-    assert bundle_memory.release_after_bundle() is True
-    assert bundle_processor.DataOutputOperation.finish is installed  # not wrapped twice
-
-
 BEAMS_PROCESS_BUNDLE = bundle_processor.BundleProcessor.process_bundle
 
 
@@ -117,15 +104,21 @@ def test_the_hand_back_returns_free_holes_over_the_threshold_and_nothing_under_i
     assert len(kept) == 2_500
 
 
-def test_the_hand_back_is_installed_once_and_not_under_another_version(monkeypatch):
-    monkeypatch.setattr(bundle_processor.BundleProcessor, "process_bundle", BEAMS_PROCESS_BUNDLE)
+@pytest.mark.parametrize("install, beams_class, method_name, beams_own", [
+    (bundle_memory.release_after_bundle, bundle_processor.DataOutputOperation, "finish", BEAMS_FINISH),
+    (bundle_memory.hand_back_before_bundle, bundle_processor.BundleProcessor, "process_bundle", BEAMS_PROCESS_BUNDLE),
+])
+def test_installed_once_and_beam_is_left_alone_under_another_version(
+    monkeypatch, install, beams_class, method_name, beams_own
+):
+    monkeypatch.setattr(beams_class, method_name, beams_own)
     monkeypatch.setattr(beam, "__version__", "0.0.0")
-    assert bundle_memory.hand_back_before_bundle() is False
-    assert bundle_processor.BundleProcessor.process_bundle is BEAMS_PROCESS_BUNDLE
+    assert install() is False
+    assert getattr(beams_class, method_name) is beams_own
 
     monkeypatch.setattr(beam, "__version__", bundle_memory.CHECKED_BEAM_VERSION)
-    assert bundle_memory.hand_back_before_bundle() is True
-    installed = bundle_processor.BundleProcessor.process_bundle
-    assert installed is not BEAMS_PROCESS_BUNDLE
-    assert bundle_memory.hand_back_before_bundle() is True
-    assert bundle_processor.BundleProcessor.process_bundle is installed
+    assert install() is True
+    installed = getattr(beams_class, method_name)
+    assert installed is not beams_own
+    assert install() is True
+    assert getattr(beams_class, method_name) is installed  # not wrapped twice

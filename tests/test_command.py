@@ -32,11 +32,11 @@ def sampling_period():
 atexit.register(lambda: print(f"SAMPLES EVERY {sampling_period()} ms", file=sys.stderr))
 def releases_streams():
     from apache_beam.runners.worker import bundle_processor
-    return getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
+    return getattr(bundle_processor.DataOutputOperation.finish, "installed_by_polycap", False)
 atexit.register(lambda: print(f"RELEASES STREAMS {releases_streams()}", file=sys.stderr))
 def hands_back():
     from apache_beam.runners.worker import bundle_processor
-    return getattr(bundle_processor.BundleProcessor.process_bundle, "hands_back_memory", False)
+    return getattr(bundle_processor.BundleProcessor.process_bundle, "installed_by_polycap", False)
 atexit.register(lambda: print(f"HANDS BACK {hands_back()}", file=sys.stderr))
 sys.argv = ["polycap", *sys.argv[1:]]
 command.console()
@@ -71,8 +71,8 @@ def test_only_the_command_remembers_beams_dofn_inspection_samples_often_and_lets
 
     assert not getattr(userstate.get_dofn_specs, "remembers_per_dofn", False)
     assert statesampler.StateSampler("stage", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS
-    assert not getattr(bundle_processor.DataOutputOperation.finish, "releases_stream", False)
-    assert not getattr(bundle_processor.BundleProcessor.process_bundle, "hands_back_memory", False)
+    assert not getattr(bundle_processor.DataOutputOperation.finish, "installed_by_polycap", False)
+    assert not getattr(bundle_processor.BundleProcessor.process_bundle, "installed_by_polycap", False)
 
 
 def test_a_process_that_is_not_the_command_holds_nothing():
