@@ -6,8 +6,9 @@ runner frees the buffers of each finished stage (at 500,000 captions the read al
 several hundred MB), but what comes next is often not allocated there: a model's arrays are
 mapped afresh, the audit's Python objects live in pymalloc's arenas and its Arrow buffers in
 mimalloc's. So the process hands freed memory back before it loads a model (``encoders``,
-``pos_tagger``: once per process) and, in the ``polycap`` command, when the run has ended and
-before the audit reads the output. ``malloc_trim(0)`` returns every free page of glibc's heaps;
+``pos_tagger``: once per process) and, in the ``polycap`` command, before each bundle where the
+heaps hold much free (``pipeline/bundle_memory.py``) and when the run has ended, before the audit
+reads the output. ``malloc_trim(0)`` returns every free page of glibc's heaps;
 it takes some 20 ms.
 """
 
